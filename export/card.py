@@ -1,0 +1,76 @@
+"""The model card: everything a consumer needs to trust and use the ONNX file."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+import digitscan
+from digitscan.hashing import sha256_file
+from digitscan.modelcard import CARD_FORMAT, card_path_for
+from export.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
+
+
+def metadata_props(*, arch: str, checkpoint_sha256: str, test_accuracy: float,
+                   variant: str) -> dict[str, str]:
+    """Facts that travel inside the ONNX file itself (``metadata_props``)."""
+    return {
+        "digitscan.labels": json.dumps(LABELS),
+        "digitscan.polarity": POLARITY,
+        "digitscan.normalisation": json.dumps(NORMALISATION),
+        "digitscan.arch": arch,
+        "digitscan.variant": variant,
+        "digitscan.checkpoint_sha256": checkpoint_sha256,
+        "digitscan.test_accuracy": f"{test_accuracy:.6f}",
+    }
+
+
+def build_card(model_path: str | Path, *, checkpoint: str | Path, checkpoint_sha256: str,
+               arch: str, parameters: int, variant: str, test_accuracy: float,
+               parity: dict, extra: dict | None = None) -> dict:
+    model_path = Path(model_path)
+    proto = onnx.load(str(model_path), load_external_data=False)
+    return {
+        "format": CARD_FORMAT,
+        "file": model_path.name,
+        "sha256": sha256_file(model_path),
+        "size_bytes": model_path.stat().st_size,
+        "variant": variant,
+        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "ir_version": proto.ir_version,
+        "producers": {
+            "digitscan": digitscan.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime_validation": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+        "input": INPUT_SPEC,
+        "outputs": OUTPUT_SPECS,
+        "labels": LABELS,
+        "polarity": POLARITY,
+        "normalisation": NORMALISATION,
+        "arch": arch,
+        "parameters": parameters,
+        "test_accuracy": test_accuracy,
+        "test_accuracy_measured_with": "onnxruntime CPUExecutionProvider, MNIST test set (10,000)",
+        "parity": parity,
+        "checkpoint": Path(checkpoint).name,
+        "checkpoint_sha256": checkpoint_sha256,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+    }
+
+
+def write_card(model_path: str | Path, card: dict) -> Path:
+    path = card_path_for(model_path)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,119 @@
+"""``digitscan export``: export, check, prove parity, then write file and card together.
+
+Everything is produced beside the target as ``*.part`` and moved into place only after
+every check passed, so a failed export never overwrites a good model and leaves no card.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from digitscan.errors import ConfigError
+from digitscan.hashing import sha256_file
+from digitscan.modelcard import card_path_for
+from export.card import build_card, metadata_props, write_card
+from export.contract import DEFAULT_OPSET
+from export.onnx_export import check_graph, export_onnx, stamp_metadata
+from export.quantize import CALIBRATION_IMAGES, check_int8, quantize_int8
+from export.validate import ATOL_FOR_VALIDATION, validate_parity
+from trainer.checkpoint import load_model, read_checkpoint
+from trainer.data import load_mnist
+from trainer.models import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str
+    out: str
+    opset: int = DEFAULT_OPSET
+    quantize: str | None = None
+    data: str = "data"
+    atol: float = ATOL_FOR_VALIDATION
+
+    def __post_init__(self) -> None:
+        if not self.out.endswith(".onnx"):
+            raise ConfigError(f"--out must end in .onnx, got {self.out!r}.")
+        if self.quantize not in (None, "int8"):
+            raise ConfigError(f"Invalid --quantize {self.quantize!r}. Only int8 is supported.")
+        if not 13 <= self.opset <= 23:
+            raise ConfigError(f"--opset {self.opset} is out of range; use 13 to 23 (default "
+                              f"{DEFAULT_OPSET}).")
+
+
+def int8_path_for(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".int8.onnx")
+
+
+def _part(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _install(part: Path, final: Path, card: dict) -> dict:
+    """Move a validated file into place and write its card (card last: it vouches for it)."""
+    card = {**card, "file": final.name}
+    part.replace(final)
+    write_card(final, card)
+    return card
+
+
+def main(config: ExportConfig) -> list[dict]:
+    """Export, validate and install; return the card(s) written."""
+    state = read_checkpoint(config.checkpoint)
+    model = load_model(config.checkpoint)
+    ckpt_sha = sha256_file(config.checkpoint)
+    mnist = load_mnist(config.data)
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = _part(out)
+    cards = []
+    try:
+        log.info("exporting %s (opset %d)", config.checkpoint, config.opset)
+        export_onnx(model, part, config.opset)
+        check_graph(part)
+        report = validate_parity(model, part, mnist.test_images, mnist.test_labels, config.atol)
+        log.info("parity ok: %s, argmax agreement %.4f", report.max_abs_diff,
+                 report.argmax_agreement)
+        stamp_metadata(part, metadata_props(arch=state["arch"], checkpoint_sha256=ckpt_sha,
+                                            test_accuracy=report.onnx_accuracy, variant="fp32"))
+        check_graph(part)
+        common = dict(checkpoint=config.checkpoint, checkpoint_sha256=ckpt_sha, arch=state["arch"],
+                      parameters=count_parameters(model))
+        card = build_card(part, variant="fp32", test_accuracy=report.onnx_accuracy,
+                          parity=report.to_dict(), **common)
+        cards.append(_install(part, out, card))
+
+        if config.quantize == "int8":
+            q_out = int8_path_for(out)
+            q_part = _part(q_out)
+            try:
+                quantize_int8(out, q_part, mnist.train_images[:CALIBRATION_IMAGES])
+                q = check_int8(out, q_part, mnist.test_images, mnist.test_labels,
+                               CALIBRATION_IMAGES)
+                stamp_metadata(q_part, metadata_props(
+                    arch=state["arch"], checkpoint_sha256=ckpt_sha,
+                    test_accuracy=q.int8_accuracy, variant="int8"))
+                q_card = build_card(q_part, variant="int8", test_accuracy=q.int8_accuracy,
+                                    parity={"against": out.name, **q.to_dict()}, **common)
+                cards.append(_install(q_part, q_out, q_card))
+            finally:
+                q_part.unlink(missing_ok=True)
+    finally:
+        part.unlink(missing_ok=True)
+    return cards
+
+
+def validate_main(checkpoint: str, model_path: str, data: str,
+                  atol: float = ATOL_FOR_VALIDATION) -> dict:
+    """Re-prove parity of an existing ONNX file against a checkpoint (no files written)."""
+    mnist = load_mnist(data)
+    report = validate_parity(load_model(checkpoint), model_path, mnist.test_images,
+                             mnist.test_labels, atol)
+    return report.to_dict()
+
+
+__all__ = ["ExportConfig", "main", "validate_main", "card_path_for", "int8_path_for"]

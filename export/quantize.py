@@ -1,0 +1,104 @@
+"""Static int8 quantisation with onnxruntime, calibrated on MNIST training images,
+accepted only if it keeps the fp32 model's answers."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
+
+from digitscan.errors import QuantizationError
+from export.contract import INPUT_NAME
+from export.validate import as_nchw, cpu_session, run_onnx
+
+MAX_ACCURACY_DROP = 0.002  # 0.2 points
+MIN_ARGMAX_AGREEMENT = 0.995
+CALIBRATION_IMAGES = 2000
+
+
+class MnistCalibration(CalibrationDataReader):
+    def __init__(self, images: np.ndarray, batch: int = 100):
+        self._batches = iter(
+            [{INPUT_NAME: as_nchw(images[i : i + batch])} for i in range(0, len(images), batch)]
+        )
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+@dataclass
+class QuantReport:
+    fp32_accuracy: float
+    int8_accuracy: float
+    argmax_agreement: float
+    fp32_images_per_s: float
+    int8_images_per_s: float
+    calibration_images: int
+
+    @property
+    def speedup(self) -> float:
+        return self.int8_images_per_s / self.fp32_images_per_s
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "speedup": self.speedup}
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(out_path), MnistCalibration(calib_images),
+            quant_format=QuantFormat.QOperator, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+
+
+def images_per_second(path: str | Path, images: np.ndarray, batch: int = 64,
+                      repeats: int = 5) -> float:
+    """Median throughput of one CPU session at ``batch`` over ``repeats`` passes."""
+    session = cpu_session(path)
+    x = as_nchw(images[:batch])
+    session.run(None, {INPUT_NAME: x})  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            session.run(None, {INPUT_NAME: x})
+        rates.append(20 * batch / (time.perf_counter() - t0))
+    return float(np.median(rates))
+
+
+def check_int8(fp32_path: str | Path, int8_path: str | Path, test_images: np.ndarray,
+               test_labels: np.ndarray, calibration_images: int) -> QuantReport:
+    fp32 = run_onnx(cpu_session(fp32_path), test_images)["logits"].argmax(1)
+    int8 = run_onnx(cpu_session(int8_path), test_images)["logits"].argmax(1)
+    report = QuantReport(
+        fp32_accuracy=float((fp32 == test_labels).mean()),
+        int8_accuracy=float((int8 == test_labels).mean()),
+        argmax_agreement=float((fp32 == int8).mean()),
+        fp32_images_per_s=images_per_second(fp32_path, test_images),
+        int8_images_per_s=images_per_second(int8_path, test_images),
+        calibration_images=calibration_images,
+    )
+    failures = []
+    if report.fp32_accuracy - report.int8_accuracy > MAX_ACCURACY_DROP:
+        failures.append(f"accuracy {100 * report.int8_accuracy:.2f}% vs fp32 "
+                        f"{100 * report.fp32_accuracy:.2f}% (at most 0.2 points lower allowed)")
+    if report.argmax_agreement < MIN_ARGMAX_AGREEMENT:
+        failures.append(f"argmax agrees with fp32 on {100 * report.argmax_agreement:.2f}% of the "
+                        f"test set ({100 * MIN_ARGMAX_AGREEMENT:.1f}% required)")
+    if failures:
+        raise QuantizationError(f"int8 model {int8_path} rejected: " + "; ".join(failures)
+                                + ". Keep the fp32 model.")
+    return report

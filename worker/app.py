@@ -1,0 +1,47 @@
+"""The Celery app. ``celery -A worker.app worker`` and ``digitscan worker`` both start here.
+
+Settings come from ``DIGITSCAN_*`` variables (see ``worker.settings``). The model is
+checked against its card in the parent at start-up (cheap: a sha256), but loaded only
+in each pool process after the fork, so no onnxruntime (or CUDA) state crosses a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, signals
+
+from worker.celeryconfig import celery_config
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("digitscan", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    app.conf.digitscan_settings = settings
+    return app
+
+
+settings = Settings.from_env()
+app = make_app(settings)
+app.conf.include = ["worker.tasks"]
+
+
+@signals.worker_init.connect
+def check_model_before_start(sender=None, **_):
+    """Refuse to start with a tampered or missing model, or an unavailable provider."""
+    from digitscan.modelcard import verify_model_file
+    from worker.model import resolve_providers
+
+    card = verify_model_file(settings.model)
+    resolve_providers(settings.provider)
+    log.info("model %s verified (sha256 %s)", settings.model, card["sha256"][:16])
+
+
+@signals.worker_process_init.connect
+def load_model_in_child(**_):
+    from worker.tasks import classify_chunk_task
+
+    classify_chunk_task.classifier  # noqa: B018 - loads and warms up before taking work

@@ -1,0 +1,35 @@
+"""Celery settings, derived from ``Settings``. Safe defaults for at-least-once delivery."""
+
+from __future__ import annotations
+
+from worker.settings import Settings
+
+TASK_NAME = "digitscan.classify_chunk"
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.results_url,
+        # JSON only: a pickle message is refused, never executed.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Ack after the chunk's results are stored; requeue if the worker dies mid-chunk.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, settings.task_time_limit - 10),
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_expires": settings.result_ttl,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": settings.queue,
+        "task_routes": {TASK_NAME: {"queue": settings.queue}},
+        "task_ignore_result": True,  # results are written per image by the task itself
+        "worker_send_task_events": True,  # for Flower
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }

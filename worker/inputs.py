@@ -1,0 +1,164 @@
+"""Job inputs -> items: files, folders (recursive), globs, .zip and .tar(.gz) archives.
+
+Every file found becomes exactly one item, so every file gets exactly one result line.
+Archive members are read in memory, never extracted, so ``../`` names cannot escape;
+a member bigger than the byte cap is refused from its header (zip bombs included).
+"""
+
+from __future__ import annotations
+
+import glob
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from digitscan.errors import InputError
+
+ZIP_SUFFIXES = (".zip",)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file found from the inputs; an archive yields many items."""
+
+    path: Path
+    source: str  # the path as the user gave it (joined under a given folder)
+
+    @property
+    def kind(self) -> str:
+        name = self.path.name.lower()
+        if name.endswith(ZIP_SUFFIXES):
+            return "zip"
+        if name.endswith(TAR_SUFFIXES):
+            return "tar"
+        return "file"
+
+
+@dataclass(frozen=True)
+class Found:
+    """One item as read: bytes inline, or a path for --by-reference, or an error."""
+
+    source: str
+    data: bytes | None = None
+    path: str | None = None
+    error: str | None = None
+
+
+def find_entries(inputs: list[str]) -> list[Entry]:
+    """Expand inputs in the order given; folders recursively in sorted order."""
+    entries: list[Entry] = []
+    missing = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file():
+                    entries.append(Entry(child, str(child)))
+        elif path.exists():
+            entries.append(Entry(path, given))
+        elif glob.has_magic(given):
+            matches = sorted(glob.glob(given, recursive=True))
+            if not matches:
+                missing.append(f"{given} (the pattern matches nothing)")
+            for match in matches:
+                entries.extend(find_entries([match]))
+        else:
+            missing.append(given)
+    if missing:
+        raise InputError(f"input not found: {', '.join(missing)}. Give files, folders, globs or "
+                         ".zip/.tar archives; nothing was submitted.")
+    return entries
+
+
+def _zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    return [m for m in zf.infolist() if not m.is_dir()]
+
+
+def _tar_members(tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    # Regular files only: links and devices never point the worker at other files.
+    return [m for m in tf.getmembers() if m.isfile()]
+
+
+def count_items(entry: Entry) -> int:
+    try:
+        if entry.kind == "zip":
+            with zipfile.ZipFile(entry.path) as zf:
+                return len(_zip_members(zf)) or 1
+        if entry.kind == "tar":
+            with tarfile.open(entry.path, "r:*") as tf:
+                return len(_tar_members(tf)) or 1
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
+        pass  # a broken archive is one item: its error result
+    return 1
+
+
+def read_items(entry: Entry, max_bytes: int, by_reference: bool = False) -> Iterator[Found]:
+    """Yield exactly ``count_items(entry)`` items for one entry."""
+    if entry.kind == "file":
+        yield _read_file(entry, max_bytes, by_reference)
+        return
+    reader = _read_zip if entry.kind == "zip" else _read_tar
+    try:
+        yield from reader(entry, max_bytes)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        yield Found(entry.source, error=f"corrupt archive: {exc}")
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"image too large: {size} bytes; the limit is {max_bytes}"
+
+
+def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
+    try:
+        size = entry.path.stat().st_size
+        if size > max_bytes:
+            return Found(entry.source, error=_too_large(size, max_bytes))
+        if by_reference:
+            return Found(entry.source, path=str(entry.path.resolve()))
+        return Found(entry.source, data=entry.path.read_bytes())
+    except OSError as exc:
+        return Found(entry.source, error=f"unreadable file: {exc.strerror or exc}")
+
+
+def _read_zip(entry: Entry, max_bytes: int) -> Iterator[Found]:
+    with zipfile.ZipFile(entry.path) as zf:
+        members = _zip_members(zf)
+        if not members:
+            yield Found(entry.source, error="empty archive: no files inside")
+        for m in members:
+            source = f"{entry.source}:{m.filename}"
+            if m.file_size > max_bytes:
+                yield Found(source, error=_too_large(m.file_size, max_bytes))
+                continue
+            try:
+                with zf.open(m) as f:
+                    data = f.read(max_bytes + 1)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+                yield Found(source, error=f"corrupt archive member: {exc}")
+                continue
+            if len(data) > max_bytes:  # the header lied about the size
+                yield Found(source, error=_too_large(len(data), max_bytes))
+            else:
+                yield Found(source, data=data)
+
+
+def _read_tar(entry: Entry, max_bytes: int) -> Iterator[Found]:
+    with tarfile.open(entry.path, "r:*") as tf:
+        members = _tar_members(tf)
+        if not members:
+            yield Found(entry.source, error="empty archive: no files inside")
+        for m in members:
+            source = f"{entry.source}:{m.name}"
+            if m.size > max_bytes:
+                yield Found(source, error=_too_large(m.size, max_bytes))
+                continue
+            try:
+                f = tf.extractfile(m)
+                data = f.read() if f else b""
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                yield Found(source, error=f"corrupt archive member: {exc}")
+                continue
+            yield Found(source, data=data)

@@ -1,0 +1,93 @@
+"""The job message: one chunk of images. JSON only, validated before any work.
+
+    {"v": 1, "job": "<32 hex>", "chunk": 0,
+     "items": [{"i": 0, "source": "scans/a.png", "data": "<base64>"},
+               {"i": 1, "source": "/shared/b.png", "path": "/shared/b.png"}]}
+
+``data`` carries the file inline (the default); ``path`` is used with --by-reference
+when every worker sees the same storage. ``i`` is the item's index in the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from digitscan.errors import DigitscanError
+
+VERSION = 1
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class MalformedMessage(DigitscanError):
+    """A chunk message that is not ours; it is logged and dropped, never retried."""
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    source: str
+    data: bytes | None = None
+    path: str | None = None
+
+    def to_message(self) -> dict:
+        out: dict = {"i": self.index, "source": self.source}
+        if self.path is not None:
+            out["path"] = self.path
+        else:
+            out["data"] = base64.b64encode(self.data or b"").decode("ascii")
+        return out
+
+
+@dataclass(frozen=True)
+class Chunk:
+    job: str
+    chunk: int
+    items: tuple[Item, ...]
+
+    @property
+    def task_id(self) -> str:
+        # Deterministic: a chunk sent twice is the same task, and its results overwrite.
+        return f"{self.job}:{self.chunk}"
+
+    def to_message(self) -> dict:
+        return {"v": VERSION, "job": self.job, "chunk": self.chunk,
+                "items": [item.to_message() for item in self.items]}
+
+    @classmethod
+    def from_message(cls, message: object) -> Chunk:
+        if not isinstance(message, dict):
+            raise MalformedMessage(f"message is a {type(message).__name__}, expected an object")
+        if message.get("v") != VERSION:
+            raise MalformedMessage(f"message version {message.get('v')!r}, expected {VERSION}")
+        job, chunk, items = message.get("job"), message.get("chunk"), message.get("items")
+        if not isinstance(job, str) or not JOB_ID.match(job):
+            raise MalformedMessage(f"job id {job!r} is not 32 hex digits")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+            raise MalformedMessage(f"chunk {chunk!r} is not a non-negative integer")
+        if not isinstance(items, list) or not items:
+            raise MalformedMessage("items must be a non-empty list")
+        return cls(job=job, chunk=chunk, items=tuple(_item(raw) for raw in items))
+
+
+def _item(raw: object) -> Item:
+    if not isinstance(raw, dict):
+        raise MalformedMessage(f"item {raw!r:.40} is not an object")
+    index, source = raw.get("i"), raw.get("source")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise MalformedMessage(f"item index {index!r} is not a non-negative integer")
+    if not isinstance(source, str):
+        raise MalformedMessage(f"item {index}: source must be a string")
+    if ("data" in raw) == ("path" in raw):
+        raise MalformedMessage(f"item {index}: needs exactly one of data and path")
+    if "path" in raw:
+        if not isinstance(raw["path"], str):
+            raise MalformedMessage(f"item {index}: path must be a string")
+        return Item(index, source, path=raw["path"])
+    try:
+        data = base64.b64decode(raw["data"], validate=True)
+    except (TypeError, binascii.Error):
+        raise MalformedMessage(f"item {index}: data is not base64") from None
+    return Item(index, source, data=data)

@@ -1,0 +1,70 @@
+"""The onnxruntime classifier: pinned by its card, one session per worker process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from digitscan.errors import ModelError, ProviderError
+from digitscan.modelcard import verify_model_file
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def resolve_providers(choice: str, available: list[str] | None = None) -> list[str]:
+    """auto: CUDA when onnxruntime offers it, else CPU. An explicit cuda never falls back."""
+    available = ort.get_available_providers() if available is None else available
+    if choice == "auto":
+        choice = "cuda" if PROVIDERS["cuda"] in available else "cpu"
+    if choice not in PROVIDERS:
+        raise ProviderError(f"Invalid provider {choice!r}. Use auto, cpu or cuda.")
+    if PROVIDERS[choice] not in available:
+        raise ProviderError(
+            f"provider {choice} ({PROVIDERS[choice]}) is not offered by this onnxruntime "
+            f"(available: {', '.join(available)}). Install onnxruntime-gpu with a matching CUDA, "
+            "or use --provider cpu."
+        )
+    # CPU stays listed after CUDA so ops without a CUDA kernel still run.
+    return [PROVIDERS[choice]] + ([PROVIDERS["cpu"]] if choice == "cuda" else [])
+
+
+def default_threads(concurrency: int) -> int:
+    """Intra-op threads per process so that processes x threads = cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, concurrency))
+
+
+class Classifier:
+    """An onnxruntime session over a verified digitscan model."""
+
+    def __init__(self, model_path: str | Path, provider: str = "auto", threads: int = 1):
+        self.path = Path(model_path)
+        self.card = verify_model_file(self.path)
+        self.sha256 = self.card["sha256"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=resolve_providers(provider))
+        except ProviderError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"onnxruntime cannot load {self.path}: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.providers = self.session.get_providers()
+
+    def warm_up(self) -> None:
+        self.predict(np.zeros((1, 28, 28), dtype=np.uint8))
+
+    def predict(self, digits: np.ndarray) -> np.ndarray:
+        """uint8 [N,28,28] (MNIST polarity) -> probabilities float32 [N,10]."""
+        x = np.ascontiguousarray(digits, dtype=np.uint8).reshape(-1, 1, 28, 28)
+        _, probs = self.session.run(None, {self.input_name: x})
+        return probs

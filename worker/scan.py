@@ -1,0 +1,84 @@
+"""``digitscan scan``: the whole job on one machine with nothing set up beforehand."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from digitscan.modelcard import verify_model_file
+from worker.embedded import EmbeddedRedis, LocalWorkers
+from worker.jobs import SubmitOptions, connect, submit, wait, write_results
+from worker.model import resolve_providers
+from worker.settings import Settings
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    job: str
+    images: int
+    errors: int
+    seconds: float
+    images_per_s: float
+    labelled: int
+    correct: int
+    out: str
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+
+def label_of(source: str) -> int | None:
+    """The true digit, when the file sits in a folder named 0-9 (as `digitscan data --png`)."""
+    parent = Path(source.rsplit(":", 1)[-1]).parent.name
+    return int(parent) if len(parent) == 1 and parent.isdigit() else None
+
+
+def score(out: Path) -> tuple[int, int, int]:
+    """(errors, labelled, correct) from a results file."""
+    errors = labelled = correct = 0
+    with open(out) as f:
+        rows = (json.loads(line) for line in f) if out.suffix == ".jsonl" else None
+        if rows is None:
+            rows = csv.DictReader(f)
+        for row in rows:
+            if row["error"]:
+                errors += 1
+            label = label_of(row["source"])
+            if label is not None:
+                labelled += 1
+                correct += str(row["digit"]) == str(label)
+    return errors, labelled, correct
+
+
+def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
+         broker: str | None = None, options: SubmitOptions = SubmitOptions(),
+         progress: bool = True) -> ScanSummary:
+    # Fail before starting anything if the model or provider is not usable.
+    verify_model_file(settings.model)
+    resolve_providers(settings.provider)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="digitscan-scan-")))
+        (tmp / "redis").mkdir()
+        if broker is None:
+            server = stack.enter_context(EmbeddedRedis(tmp / "redis"))
+            broker = server.url
+        settings = replace(settings, broker_url=broker, result_backend="",
+                           concurrency=workers)
+        store = connect(settings)
+        pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
+        pool.wait_ready()
+        t0 = time.perf_counter()
+        job = submit(inputs, settings, options, store)
+        wait(store, job.job, progress=progress, check=pool.check)
+        seconds = time.perf_counter() - t0
+        count = write_results(store, job.job, out)
+    errors, labelled, correct = score(Path(out))
+    return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
+                       images_per_s=count / seconds if seconds else 0.0, labelled=labelled,
+                       correct=correct, out=out)

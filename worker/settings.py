@@ -1,0 +1,86 @@
+"""Worker and client settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from digitscan.errors import ConfigError
+
+ENV_PREFIX = "DIGITSCAN_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = "redis://localhost:6379/0"
+    # Where per-image results live; defaults to the broker's Redis.
+    result_backend: str = ""
+    model: str = "models/digits.onnx"
+    provider: str = "auto"  # auto | cpu | cuda
+    queue: str = "digitscan"
+    # onnxruntime intra-op threads per process; 0 = cores // concurrency.
+    threads: int = 0
+    concurrency: int = 0  # 0 = number of cores
+    task_time_limit: int = 300  # seconds for one chunk, hard
+    # Redis redelivers an unacked message after this long; must exceed the time limit
+    # or a slow chunk would run twice in parallel.
+    visibility_timeout: int = 3600
+    result_ttl: int = 7 * 24 * 3600  # seconds results stay in Redis
+    max_image_bytes: int = 32 * 1024 * 1024
+    # Far below Pillow's 89 MP warning: a digit cell never needs more.
+    max_pixels: int = 16_000_000
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"Invalid provider {self.provider!r}. Use auto, cpu or cuda.")
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ConfigError(
+                f"visibility_timeout ({self.visibility_timeout} s) must be longer than "
+                f"task_time_limit ({self.task_time_limit} s), or Redis redelivers chunks that are "
+                f"still running. Raise {ENV_PREFIX}VISIBILITY_TIMEOUT or lower "
+                f"{ENV_PREFIX}TASK_TIME_LIMIT."
+            )
+        for name in ("max_image_bytes", "max_pixels", "result_ttl", "task_time_limit"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be > 0, got {getattr(self, name)}.")
+
+    @property
+    def results_url(self) -> str:
+        return self.result_backend or self.broker_url
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+        """Defaults, then ``DIGITSCAN_*`` variables, then non-None ``overrides``."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            if f.type == "int":
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer."
+                                      ) from None
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings in a child process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def redact(url: str) -> str:
+    """A Redis URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
