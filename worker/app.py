@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 from worker.celeryconfig import celery_config
 from worker.settings import Settings
@@ -29,15 +29,24 @@ app = make_app(settings)
 app.conf.include = ["worker.tasks"]
 
 
-@signals.worker_init.connect
-def check_model_before_start(sender=None, **_):
-    """Refuse to start with a tampered or missing model, or an unavailable provider."""
-    from digitscan.modelcard import verify_model_file
-    from worker.model import resolve_providers
+class VerifyModel(bootsteps.StartStopStep):
+    """Refuse to start with a tampered or missing model, or an unavailable provider.
 
-    card = verify_model_file(settings.model)
-    resolve_providers(settings.provider)
-    log.info("model %s verified (sha256 %s)", settings.model, card["sha256"][:16])
+    A bootstep, not a signal handler: Celery logs and swallows exceptions raised by signal
+    handlers, while a failing bootstep stops the worker with a non-zero exit status.
+    """
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        from digitscan.modelcard import verify_model_file
+        from worker.model import resolve_providers
+
+        card = verify_model_file(settings.model)
+        resolve_providers(settings.provider)
+        log.info("model %s verified (sha256 %s)", settings.model, card["sha256"][:16])
+
+
+app.steps["worker"].add(VerifyModel)
 
 
 @signals.worker_process_init.connect

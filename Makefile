@@ -1,0 +1,53 @@
+# One command per job; each sets itself up on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The torch pairing that installs from this machine's disk and imports together
+# (PyPI's torchvision fails beside the CPU-only 2.13.0 wheel). Override on other machines.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+DATA   ?= data
+DEMO   ?= demo
+
+.PHONY: venv test lint demo model bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
+	touch $@
+
+test: venv
+	$(BIN)/digitscan -q data --root $(DATA)
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+
+# The whole mission on the embedded default: data, a short CNN training, export with
+# parity, 10,000 MNIST test images as PNG files, scanned by a private Redis + 2 workers.
+demo: venv
+	$(BIN)/digitscan data --root $(DATA) --png $(DEMO)/mnist-test-png
+	$(BIN)/digitscan train --arch cnn --epochs 1 --data $(DATA) --out $(DEMO)/train
+	$(BIN)/digitscan export $(DEMO)/train/checkpoint.pt --out $(DEMO)/digits.onnx --data $(DATA)
+	$(BIN)/digitscan scan $(DEMO)/mnist-test-png --model $(DEMO)/digits.onnx --workers 2 \
+		--out $(DEMO)/results.jsonl
+	@echo "results: $(DEMO)/results.jsonl  plots: $(DEMO)/train/*.png  model card: $(DEMO)/digits.json"
+
+# Reproduce the shipped artefacts from scratch (default CNN recipe, seed 0).
+model: venv
+	$(BIN)/digitscan data --root $(DATA)
+	$(BIN)/digitscan train --data $(DATA) --out runs/model --seed 0 --no-progress
+	cp runs/model/checkpoint.pt models/digits.pt
+	mkdir -p models/plots && cp runs/model/*.png models/plots/ && cp runs/model/metrics.json models/
+	$(BIN)/digitscan export models/digits.pt --out models/digits.onnx --quantize int8 --data $(DATA)
+
+bench: venv
+	$(BIN)/digitscan -q data --root $(DATA)
+	$(BIN)/python bench/train_bench.py --data $(DATA)
+	$(BIN)/python bench/export_bench.py --data $(DATA)
+	$(BIN)/python bench/worker_bench.py --data $(DATA)
+
+clean:
+	rm -rf $(DEMO) runs build *.egg-info .pytest_cache .ruff_cache

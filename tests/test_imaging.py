@@ -1,0 +1,142 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
+from worker.imaging import Limits, decode, normalize, prepare
+from worker.model import Classifier
+
+from .formcells import form_cell, form_cells
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def paper_digit(mnist, i=0) -> Image.Image:
+    return Image.fromarray(255 - mnist.test_images[i])
+
+
+def test_clean_mnist_digit_is_nearly_unchanged(mnist):
+    for i in range(20):
+        d = mnist.test_images[i]
+        out = normalize(Image.fromarray(d))
+        assert np.abs(out.astype(int) - d.astype(int)).mean() < 12
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "LA", "CMYK", "1"])
+def test_every_mode_gives_the_same_digit_shape(mnist, mode):
+    ref = normalize(paper_digit(mnist))
+    out = prepare(encode(paper_digit(mnist).convert(mode),
+                         "JPEG" if mode == "CMYK" else "PNG"))
+    assert out.shape == (28, 28) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - ref.astype(int)).mean() < 20
+
+
+def test_inverted_scaled_off_centre_digit_is_centred(mnist):
+    big = paper_digit(mnist).resize((200, 200))
+    canvas = Image.new("L", (600, 400), 255)
+    canvas.paste(big, (380, 10))
+    out = normalize(canvas)
+    ys, xs = np.nonzero(out)
+    assert out.max() == 255
+    weights = out[ys, xs].astype(float)
+    assert abs(np.average(ys, weights=weights) - 14) < 1
+    assert abs(np.average(xs, weights=weights) - 14) < 1
+    assert ys.max() - ys.min() <= 20 and xs.max() - xs.min() <= 20
+
+
+def test_transparent_png_is_composited_on_paper(mnist):
+    alpha = Image.fromarray(mnist.test_images[0])
+    rgba = Image.new("RGBA", (28, 28), (0, 0, 0, 0))
+    rgba.putalpha(alpha)  # black ink, transparent background
+    out = prepare(encode(rgba))
+    assert np.abs(out.astype(int) - normalize(Image.fromarray(mnist.test_images[0])).astype(int)
+                  ).mean() < 15
+
+
+def test_sixteen_bit_png_is_rescaled(mnist):
+    d = (255 - mnist.test_images[0]).astype(np.uint16) * 257
+    out = prepare(encode(Image.fromarray(d, "I;16")))
+    assert out.max() == 255
+
+
+@pytest.mark.parametrize(("data", "error", "message"), [
+    (b"", CorruptImage, "empty file"),
+    (b"hello, this is text", UnsupportedFormat, "not a PNG, JPEG"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n", UnsupportedFormat, "EPS"),
+    (b"%PDF-1.4\n", UnsupportedFormat, "PDF"),
+])
+def test_non_images_are_refused_by_kind(data, error, message):
+    with pytest.raises(error, match=message):
+        prepare(data)
+
+
+def test_truncated_png_is_corrupt(mnist):
+    data = encode(paper_digit(mnist).resize((300, 300)))
+    with pytest.raises(CorruptImage):
+        prepare(data[: len(data) // 2])
+
+
+def test_pixel_cap_is_checked_from_the_header_before_decoding():
+    # A 40000x40000 PNG header with almost no data: must be refused without decoding.
+    header = encode(Image.new("L", (1, 1)))
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    forged = header[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) \
+        + header[33:]
+    with pytest.raises(ImageTooLarge, match="pixels|exceeds"):
+        prepare(forged)
+    with pytest.raises(ImageTooLarge, match="3000x3000 = 9000000 pixels"):
+        prepare(encode(Image.new("L", (3000, 3000), 255)), Limits(max_pixels=4_000_000))
+
+
+def test_byte_cap():
+    with pytest.raises(ImageTooLarge, match="bytes"):
+        decode(b"x" * 101, Limits(max_bytes=100))
+
+
+@pytest.mark.parametrize("value", [0, 255, 128])
+def test_blank_images_have_no_digit(value):
+    with pytest.raises(BlankImage):
+        prepare(encode(Image.new("L", (50, 50), value)))
+
+
+def test_first_frame_of_animated_gif_and_multipage_tiff(mnist):
+    frames = [paper_digit(mnist, i) for i in range(3)]
+    ref = normalize(frames[0])
+    for fmt in ("GIF", "TIFF"):
+        data = encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+        assert np.abs(prepare(data).astype(int) - ref.astype(int)).mean() < 10
+
+
+def test_form_cell_builder_makes_dark_ink_on_light_paper(mnist):
+    data = form_cell(mnist.test_images[0], np.random.default_rng(0))
+    gray = decode(data)
+    assert np.median(np.asarray(gray)) > 150
+
+
+@pytest.mark.slow
+def test_form_cells_read_at_least_99_percent(mnist, shipped_model):
+    """The acceptance set: all 10,000 MNIST test digits re-rendered as scanned form cells."""
+    cells = form_cells(mnist.test_images, seed=0)
+    digits = np.stack([prepare(c) for c in cells])
+    clf = Classifier(shipped_model, "cpu", threads=2)
+    accuracy = float((clf.predict(digits).argmax(1) == mnist.test_labels).mean())
+    assert accuracy >= 0.99, accuracy
+
+
+def test_clean_mnist_through_normalisation_keeps_its_accuracy(mnist, shipped_model):
+    clf = Classifier(shipped_model, "cpu", threads=2)
+    n = 3000
+    direct = (clf.predict(mnist.test_images[:n]).argmax(1) == mnist.test_labels[:n]).mean()
+    via = np.stack([normalize(Image.fromarray(d)) for d in mnist.test_images[:n]])
+    normalised = (clf.predict(via).argmax(1) == mnist.test_labels[:n]).mean()
+    assert normalised >= direct - 0.002, (direct, normalised)

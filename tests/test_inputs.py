@@ -1,0 +1,87 @@
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from digitscan.errors import InputError
+from worker.inputs import count_items, find_entries, read_items
+
+
+def items(inputs, max_bytes=1 << 20, by_reference=False):
+    out = []
+    for entry in find_entries(inputs):
+        found = list(read_items(entry, max_bytes, by_reference))
+        assert len(found) == count_items(entry)
+        out.extend(found)
+    return out
+
+
+def test_folders_recurse_in_sorted_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "2.png").write_bytes(b"2")
+    (tmp_path / "a.png").write_bytes(b"1")
+    got = items([str(tmp_path)])
+    assert [f.source for f in got] == [str(tmp_path / "a.png"), str(tmp_path / "b" / "2.png")]
+    assert [f.data for f in got] == [b"1", b"2"]
+
+
+def test_globs_and_by_reference(tmp_path):
+    for name in ("x1.png", "x2.png", "y.png"):
+        (tmp_path / name).write_bytes(b"d")
+    got = items([str(tmp_path / "x*.png")], by_reference=True)
+    assert [f.path for f in got] == [str(tmp_path / "x1.png"), str(tmp_path / "x2.png")]
+    assert all(f.data is None for f in got)
+
+
+def test_missing_inputs_are_all_named_and_nothing_is_read(tmp_path):
+    with pytest.raises(InputError, match="nope.png, .*zzz\\*.png \\(the pattern matches nothing\\)"):
+        find_entries([str(tmp_path / "nope.png"), str(tmp_path / "zzz*.png")])
+
+
+def test_zip_members_become_items_and_traversal_names_stay_names(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("d/1.png", b"one")
+        zf.writestr("../../escape.png", b"two")
+        zf.writestr("empty/", b"")
+    got = items([str(path)])
+    assert [(f.source, f.data) for f in got] == [(f"{path}:d/1.png", b"one"),
+                                                 (f"{path}:../../escape.png", b"two")]
+    assert not (tmp_path.parent / "escape.png").exists()
+
+
+def test_zip_bomb_member_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.png", b"\0" * (5 << 20))
+        zf.writestr("ok.png", b"fine")
+    assert path.stat().st_size < 50_000
+    got = items([str(path)], max_bytes=1 << 20)
+    assert got[0].error.startswith("image too large: 5242880 bytes") and got[1].data == b"fine"
+
+
+def test_tar_gz_regular_files_only(tmp_path):
+    path = tmp_path / "a.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        info = tarfile.TarInfo("x/1.png")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+        link = tarfile.TarInfo("x/link.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    got = items([str(path)])
+    assert [(f.source, f.data) for f in got] == [(f"{path}:x/1.png", b"abc")]
+
+
+def test_corrupt_archive_is_one_error_item(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 this is not a zip")
+    (tmp_path / "bad.tar.gz").write_bytes(b"\x1f\x8b not gzip")
+    got = items([str(tmp_path / "bad.zip"), str(tmp_path / "bad.tar.gz")])
+    assert len(got) == 2 and all(f.error.startswith("corrupt archive") for f in got)
+
+
+def test_oversized_plain_file(tmp_path):
+    (tmp_path / "big.png").write_bytes(b"x" * 200)
+    (got,) = items([str(tmp_path / "big.png")], max_bytes=100)
+    assert got.error == "image too large: 200 bytes; the limit is 100"

@@ -1,0 +1,36 @@
+import base64
+
+import pytest
+
+from worker.messages import Chunk, Item, MalformedMessage
+
+JOB = "0123456789abcdef0123456789abcdef"
+
+
+def test_round_trip_inline_and_by_reference():
+    chunk = Chunk(JOB, 3, (Item(0, "a.png", data=b"\x89PNG"), Item(1, "/s/b.png", path="/s/b.png")))
+    assert Chunk.from_message(chunk.to_message()) == chunk
+    assert chunk.task_id == f"{JOB}:3"
+
+
+@pytest.mark.parametrize(("message", "match"), [
+    ("a string", "expected an object"),
+    ({"v": 2, "job": JOB, "chunk": 0, "items": []}, "version 2"),
+    ({"v": 1, "job": "../../etc", "chunk": 0, "items": [{}]}, "32 hex digits"),
+    ({"v": 1, "job": JOB, "chunk": -1, "items": [{}]}, "non-negative"),
+    ({"v": 1, "job": JOB, "chunk": 0, "items": []}, "non-empty list"),
+    ({"v": 1, "job": JOB, "chunk": 0, "items": [{"i": 0, "source": "x"}]}, "exactly one of"),
+    ({"v": 1, "job": JOB, "chunk": 0, "items": [{"i": 0, "source": "x", "data": "@@"}]},
+     "not base64"),
+    ({"v": 1, "job": JOB, "chunk": 0, "items": [{"i": True, "source": "x", "data": ""}]},
+     "index True"),
+])
+def test_malformed_messages_are_named(message, match):
+    with pytest.raises(MalformedMessage, match=match):
+        Chunk.from_message(message)
+
+
+def test_base64_payload_is_decoded():
+    msg = {"v": 1, "job": JOB, "chunk": 0,
+           "items": [{"i": 5, "source": "x", "data": base64.b64encode(b"abc").decode()}]}
+    assert Chunk.from_message(msg).items[0] == Item(5, "x", data=b"abc")

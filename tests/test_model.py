@@ -1,0 +1,53 @@
+"""The worker's classifier: pinned model, provider choice, real onnxruntime sessions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from digitscan.errors import ModelError, ProviderError
+from worker.model import Classifier, resolve_providers
+
+
+def test_auto_prefers_cuda_only_when_offered():
+    assert resolve_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert resolve_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == \
+        ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_explicit_cuda_never_falls_back_silently():
+    with pytest.raises(ProviderError, match="provider cuda .* not offered .*--provider cpu"):
+        resolve_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_classifier_runs_the_shipped_model(model_copy, mnist):
+    clf = Classifier(model_copy, "cpu")
+    probs = clf.predict(mnist.test_images[:50])
+    assert probs.shape == (50, 10)
+    assert (probs.argmax(1) == mnist.test_labels[:50]).mean() >= 0.96
+    assert clf.sha256 == json.loads(model_copy.with_suffix(".json").read_text())["sha256"]
+
+
+def test_tampered_model_is_refused_naming_file_and_hashes(model_copy):
+    data = bytearray(model_copy.read_bytes())
+    data[-10] ^= 0xFF
+    model_copy.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as err:
+        Classifier(model_copy, "cpu")
+    message = str(err.value)
+    card = json.loads(model_copy.with_suffix(".json").read_text())
+    assert str(model_copy) in message and card["sha256"] in message
+
+
+def test_missing_card_or_model_is_a_clear_error(model_copy, tmp_path):
+    model_copy.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="model card .* is missing"):
+        Classifier(model_copy)
+    with pytest.raises(ModelError, match="does not exist"):
+        Classifier(tmp_path / "none.onnx")
+
+
+def test_warm_up_and_batch_of_one(model_copy):
+    clf = Classifier(model_copy, "cpu")
+    clf.warm_up()
+    assert np.isclose(clf.predict(np.zeros((1, 28, 28), np.uint8)).sum(), 1, atol=1e-5)

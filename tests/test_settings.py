@@ -1,0 +1,39 @@
+import pytest
+
+from digitscan.errors import ConfigError
+from worker.celeryconfig import celery_config
+from worker.settings import Settings, redact
+
+
+def test_environment_overrides_defaults_and_arguments_override_both():
+    env = {"DIGITSCAN_BROKER_URL": "redis://r:1/2", "DIGITSCAN_TASK_TIME_LIMIT": "60",
+           "DIGITSCAN_QUEUE": "q1"}
+    s = Settings.from_env(env, queue="q2")
+    assert (s.broker_url, s.task_time_limit, s.queue) == ("redis://r:1/2", 60, "q2")
+    assert s.results_url == "redis://r:1/2"
+    assert Settings.from_env(s.to_env()) == s
+
+
+def test_visibility_timeout_must_exceed_the_time_limit():
+    with pytest.raises(ConfigError, match="visibility_timeout .*must be longer than task_time_limit"):
+        Settings.from_env({"DIGITSCAN_VISIBILITY_TIMEOUT": "100", "DIGITSCAN_TASK_TIME_LIMIT": "300"})
+
+
+def test_non_integer_variable_is_named():
+    with pytest.raises(ConfigError, match="DIGITSCAN_MAX_PIXELS='lots' is not an integer"):
+        Settings.from_env({"DIGITSCAN_MAX_PIXELS": "lots"})
+
+
+def test_celery_config_is_safe_by_default():
+    conf = celery_config(Settings())
+    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]
+    assert conf["result_expires"] > 0 and conf["broker_connection_retry_on_startup"]
+
+
+def test_redact_hides_passwords():
+    assert redact("redis://user:s3cret@host:6380/0") == "redis://user:***@host:6380/0"
+    assert "s3cret" not in redact("rediss://:s3cret@host/0")
+    assert redact("redis://host:6379/0") == "redis://host:6379/0"

@@ -1,0 +1,42 @@
+"""Integration: results in a real Redis (private server on a free port)."""
+
+import pytest
+import redis
+
+from digitscan.errors import JobError
+from worker.store import ResultStore, errors_key, job_key, results_key
+
+pytestmark = pytest.mark.integration
+JOB = "f" * 32
+
+
+def line(i, error=None):
+    return {"index": i, "job": JOB, "source": f"{i}.png", "digit": None if error else i % 10,
+            "confidence": None if error else 0.9, "error": error, "model": "m"}
+
+
+def test_writes_are_idempotent_per_item(redis_url):
+    store = ResultStore.from_url(redis_url, ttl=600)
+    store.create_job(JOB, total=3, chunks=1, meta={})
+    store.write_results(JOB, [line(0), line(1, "corrupt image: x")])
+    store.write_results(JOB, [line(0), line(1, "corrupt image: x")])  # redelivered chunk
+    info = store.info(JOB)
+    assert (info["done"], info["errors"], info["complete"]) == (2, 1, False)
+    store.write_results(JOB, [line(1), line(2)])  # a retry that now succeeds
+    info = store.info(JOB)
+    assert (info["done"], info["errors"], info["complete"]) == (3, 0, True)
+    assert [r["index"] for r in store.iter_results(JOB, 3)] == [0, 1, 2]
+
+
+def test_every_key_has_the_ttl(redis_url):
+    store = ResultStore.from_url(redis_url, ttl=600)
+    store.create_job(JOB, total=1, chunks=1, meta={"inputs": ["x"]})
+    store.write_results(JOB, [line(0, "bad")])
+    client = redis.Redis.from_url(redis_url)
+    for key in (job_key(JOB), results_key(JOB), errors_key(JOB)):
+        assert 0 < client.ttl(key) <= 600
+
+
+def test_unknown_job_is_a_clear_error(redis_url):
+    with pytest.raises(JobError, match="job 0+ is unknown"):
+        ResultStore.from_url(redis_url, ttl=60).info("0" * 32)

@@ -1,0 +1,74 @@
+"""Integration: real training on real MNIST."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from digitscan.errors import CheckpointError, ConfigError
+from trainer import load_model
+from trainer.checkpoint import read_checkpoint
+from trainer.config import TrainConfig
+from trainer.train import evaluate_checkpoint, main
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_epoch_mlp_reaches_a_real_accuracy_floor(mlp_run):
+    metrics = json.loads((mlp_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.94  # one epoch of the seed recipe gets ~0.96
+    assert len(metrics["per_class_accuracy"]) == 10
+    assert metrics["data_source"] and metrics["wall_seconds"] > 0
+    assert [e["epoch"] for e in metrics["epochs"]] == [1]
+    for name in ("predictions.png", "training.png", "confusion.png", "errors.png"):
+        with Image.open(mlp_run / name) as im:
+            assert im.size[0] > 300
+
+
+def test_checkpoint_is_one_dict_loadable_with_weights_only(mlp_run):
+    state = torch.load(mlp_run / "checkpoint.pt", weights_only=True)
+    assert {"model", "arch", "model_args", "optimizer", "epoch", "config", "metrics"} <= set(state)
+    assert state["arch"] == "mlp" and state["epoch"] == 0
+    model = load_model(mlp_run / "checkpoint.pt")
+    assert not model.training
+    assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
+
+
+def test_resume_continues_from_the_next_epoch(mlp_run, mnist_root, tmp_path):
+    config = TrainConfig.for_arch("mlp", epochs=1, data=str(mnist_root), out=str(tmp_path))
+    # The saved run had epochs=1; resuming a finished run trains nothing and reports.
+    metrics = main(replace(config, resume=str(mlp_run / "checkpoint.pt")), progress=False)
+    assert len(metrics["epochs"]) == 1
+    state = read_checkpoint(mlp_run / "checkpoint.pt")
+    state["config"]["epochs"] = 2
+    torch.save(state, tmp_path / "two.pt")
+    metrics = main(replace(config, resume=str(tmp_path / "two.pt")), progress=False)
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["test_accuracy"] >= 0.95
+
+
+def test_evaluate_writes_accuracy_and_plots(mlp_run, mnist_root, tmp_path):
+    metrics = evaluate_checkpoint(mlp_run / "checkpoint.pt", mnist_root, tmp_path)
+    saved = json.loads((mlp_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-6)
+    assert (tmp_path / "confusion.png").exists() and (tmp_path / "evaluation.json").exists()
+
+
+def test_bare_state_dict_is_refused_with_a_clear_error(tmp_path):
+    torch.save({"fc1.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="not a digitscan checkpoint .*missing model"):
+        load_model(tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("epochs", 0, "--epochs must be >= 1"),
+    ("lr", -1.0, "--lr must be > 0"),
+    ("device", "tpu", "Invalid device 'tpu'"),
+])
+def test_bad_config_values_name_the_value(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.for_arch("cnn", **{field: value})

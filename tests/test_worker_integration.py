@@ -1,0 +1,163 @@
+"""Integration: a real Redis server and real Celery worker processes, loopback only."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+
+from worker.celeryconfig import TASK_NAME
+from worker.embedded import LocalWorkers
+from worker.jobs import SubmitOptions, submit, wait, write_results
+from worker.settings import Settings
+from worker.store import ResultStore
+
+pytestmark = pytest.mark.integration
+
+
+def png(image) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pool(redis_server, shipped_model, tmp_path_factory):
+    """One worker process with two pool children, on a queue of its own."""
+    settings = Settings(broker_url=redis_server.url, model=str(shipped_model),
+                        queue=f"test-{uuid.uuid4().hex[:8]}", concurrency=2, result_ttl=600)
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with LocalWorkers(settings.to_env(), 2, log) as workers:
+        workers.wait_ready()
+        yield settings, workers
+
+
+@pytest.fixture()
+def store(pool):
+    settings, _ = pool
+    return ResultStore.from_url(settings.results_url, settings.result_ttl)
+
+
+@pytest.fixture()
+def digits_dir(tmp_path, mnist):
+    """40 MNIST test digits as dark-on-light PNG files, named by index."""
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i:03d}.png").write_bytes(png(255 - mnist.test_images[i]))
+    return folder
+
+
+def run_job(pool, store, inputs, tmp_path, **options) -> list[dict]:
+    settings, workers = pool
+    job = submit([str(i) for i in inputs], settings, SubmitOptions(**options), store)
+    wait(store, job.job, progress=False, timeout=120, check=workers.check)
+    out = tmp_path / "results.jsonl"
+    assert write_results(store, job.job, out) == job.total
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_submit_and_collect_in_input_order(pool, store, digits_dir, mnist, shipped_model, tmp_path):
+    rows = run_job(pool, store, [digits_dir], tmp_path)
+    assert [Path(r["source"]).name for r in rows] == [f"{i:03d}.png" for i in range(40)]
+    correct = sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows))
+    assert correct >= 39
+    card = json.loads(shipped_model.with_suffix(".json").read_text())
+    assert all(r["model"] == card["sha256"] and r["error"] is None for r in rows)
+    assert all(0 < r["confidence"] <= 1 for r in rows)
+
+
+def test_chunking_splits_and_loses_nothing(pool, store, digits_dir, tmp_path):
+    settings, workers = pool
+    job = submit([str(digits_dir)], settings, SubmitOptions(chunk_size=7), store)
+    assert (job.total, job.chunks) == (40, 6)
+    info = wait(store, job.job, progress=False, timeout=120, check=workers.check)
+    assert info["done"] == 40 and info["chunks"] == 6
+
+
+def test_archives_and_bad_images_next_to_good_ones(pool, store, mnist, tmp_path):
+    good = png(255 - mnist.test_images[0])  # a 7
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        zf.writestr("ok.png", good)
+        zf.writestr("text.png", b"definitely not an image")
+        zf.writestr("cut.png", good[:60])
+    with tarfile.open(tmp_path / "b.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo("in/ok.png")
+        info.size = len(good)
+        tf.addfile(info, io.BytesIO(good))
+    (tmp_path / "empty.png").write_bytes(b"")
+    rows = run_job(pool, store, [tmp_path / "a.zip", tmp_path / "b.tar.gz", tmp_path / "empty.png"],
+                   tmp_path)
+    by_source = {r["source"].split("/")[-1]: r for r in rows}
+    assert len(rows) == 5
+    assert by_source["a.zip:ok.png"]["digit"] == 7
+    assert by_source["a.zip:text.png"]["error"].startswith("unsupported format")
+    assert by_source["a.zip:cut.png"]["error"].startswith("corrupt image")
+    assert by_source["empty.png"]["error"] == "corrupt image: empty file"
+    tar_row = next(r for r in rows if r["source"].endswith("b.tar.gz:in/ok.png"))
+    assert tar_row["digit"] == 7
+
+
+def test_every_result_key_has_a_ttl(pool, store, digits_dir, tmp_path):
+    run_job(pool, store, [digits_dir], tmp_path)
+    client = redis.Redis.from_url(pool[0].results_url)
+    keys = list(client.scan_iter("digitscan:*"))
+    assert keys
+    assert all(0 < client.ttl(k) <= 600 for k in keys)
+
+
+def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, tmp_path):
+    settings, workers = pool
+    canary = tmp_path / "canary"
+
+    class Canary:
+        def __reduce__(self):
+            return (open, (str(canary), "w"))
+
+    from worker.app import make_app
+
+    make_app(settings).send_task(TASK_NAME, args=[Canary()], serializer="pickle",
+                                 queue=settings.queue)
+    deadline = time.monotonic() + 30
+    while b"pickle" not in workers.logfile.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b"Refusing to deserialize untrusted content of type pickle" in workers.logfile.read_bytes()
+    assert not canary.exists()
+    assert redis.Redis.from_url(settings.broker_url).llen(settings.queue) == 0  # not redelivered
+    assert len(run_job(pool, store, [digits_dir], tmp_path)) == 40  # the worker is fine
+
+
+def test_malformed_json_message_is_dropped_not_retried(pool, store, digits_dir, tmp_path):
+    settings, workers = pool
+    from worker.app import make_app
+
+    make_app(settings).send_task(TASK_NAME, args=[{"v": 1, "job": "nope"}], queue=settings.queue)
+    deadline = time.monotonic() + 30
+    while b"dropping malformed message" not in workers.logfile.read_bytes():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(run_job(pool, store, [digits_dir], tmp_path)) == 40
+
+
+def test_worker_refuses_to_start_with_a_tampered_model(redis_server, model_copy, tmp_path):
+    model_copy.write_bytes(model_copy.read_bytes() + b"\0")
+    settings = Settings(broker_url=redis_server.url, model=str(model_copy), queue="tampered")
+    workers = LocalWorkers(settings.to_env(), 1, tmp_path / "w.log").start()
+    try:
+        deadline = time.monotonic() + 60
+        while workers.proc.poll() is None:
+            assert time.monotonic() < deadline, "a worker with a tampered model kept running"
+            time.sleep(0.2)
+        assert workers.proc.returncode != 0
+        log = workers.logfile.read_text()
+        assert str(model_copy) in log and "pins" in log
+    finally:
+        workers.stop()
