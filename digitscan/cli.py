@@ -207,11 +207,11 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
     settings = _settings(broker_url=broker)
     options = jobs.SubmitOptions(chunk_size=chunk_size or jobs.DEFAULT_CHUNK_SIZE,
                                  by_reference=by_reference)
-    store = jobs.connect(settings)
-    job = jobs.submit(list(inputs), settings, options, store)
+    job = jobs.submit(list(inputs), settings, options)
     click.echo(job.job)
     click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
     if wait_:
+        store = jobs.connect(settings)
         info = jobs.wait(store, job.job, timeout=timeout)
         click.echo(jobs.status_line(info), err=True)
         if out:

@@ -61,7 +61,7 @@ def test_transparent_png_is_composited_on_paper(mnist):
 
 def test_sixteen_bit_png_is_rescaled(mnist):
     d = (255 - mnist.test_images[0]).astype(np.uint16) * 257
-    out = prepare(encode(Image.fromarray(d, "I;16")))
+    out = prepare(encode(Image.fromarray(d.astype("<u2"))))
     assert out.max() == 255
 
 

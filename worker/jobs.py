@@ -55,7 +55,8 @@ def connect(settings: Settings) -> ResultStore:
     try:
         store.redis.ping()
     except redis.RedisError as exc:
-        raise BrokerError(f"cannot reach Redis at {redact(settings.results_url)}: {exc}. Start "
+        reason = str(exc).rstrip(".")
+        raise BrokerError(f"cannot reach Redis at {redact(settings.results_url)}: {reason}. Start "
                           "Redis or pass --broker / set DIGITSCAN_BROKER_URL.") from None
     return store
 
@@ -104,7 +105,7 @@ def submit(inputs: list[str], settings: Settings, options: SubmitOptions = Submi
 
 
 def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float | None = None,
-         poll_s: float = 0.2, check: Callable[[], None] | None = None) -> dict:
+         poll_s: float = 0.5, check: Callable[[], None] | None = None) -> dict:
     """Block until every item of ``job`` has a result; ``check`` may raise to abort."""
     start = time.monotonic()
     info = store.info(job)
@@ -121,7 +122,7 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
                 raise JobError(f"job {job} has {info['done']}/{info['total']} results after "
                                f"{timeout:.0f} s; are workers running? `digitscan status {job}` "
                                "shows progress, results are kept.")
-            time.sleep(poll_s)
+            store.wait_for_progress(job, poll_s)
 
 
 def write_results(store: ResultStore, job: str, out: str | Path) -> int:

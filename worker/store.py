@@ -3,6 +3,7 @@
     digitscan:job:<id>          hash: total, chunks, created, first, last, model, ...
     digitscan:job:<id>:results  hash: item index -> result line (JSON)
     digitscan:job:<id>:errors   hash: item index -> 1, for items whose result is an error
+    digitscan:job:<id>:events   list: one entry per stored chunk, so waiters wake at once
 
 HSET by index makes writes idempotent: a redelivered chunk overwrites its own results
 instead of adding new ones. Every key carries the result TTL, refreshed on each write.
@@ -32,6 +33,10 @@ def results_key(job: str) -> str:
 
 def errors_key(job: str) -> str:
     return f"{PREFIX}{job}:errors"
+
+
+def events_key(job: str) -> str:
+    return f"{PREFIX}{job}:events"
 
 
 class ResultStore:
@@ -71,9 +76,15 @@ class ResultStore:
                 p.hdel(errors_key(job), *oks)
             p.hsetnx(job_key(job), "first", now)
             p.hset(job_key(job), "last", now)
-            for key in (job_key(job), results_key(job), errors_key(job)):
+            p.rpush(events_key(job), len(lines))
+            for key in (job_key(job), results_key(job), errors_key(job), events_key(job)):
                 p.expire(key, self.ttl)
             p.execute()
+
+    def wait_for_progress(self, job: str, timeout_s: float) -> None:
+        """Return as soon as a chunk of ``job`` is stored, or after ``timeout_s``."""
+        if self.redis.blpop([events_key(job)], timeout=timeout_s):
+            self.redis.delete(events_key(job))  # one wake-up covers every chunk so far
 
     def info(self, job: str) -> dict:
         with self.redis.pipeline() as p:

@@ -1,0 +1,22 @@
+# Two images from one file:
+#   worker  - slim: onnxruntime, celery, redis, Pillow; no torch (docker compose up)
+#   trainer - everything, for `docker compose --profile train run train`
+FROM python:3.11-slim AS base
+WORKDIR /app
+ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY digitscan ./digitscan
+COPY trainer ./trainer
+COPY export ./export
+COPY worker ./worker
+
+FROM base AS worker
+RUN pip install '.[worker]' && useradd --uid 1000 --no-create-home digitscan
+USER digitscan
+ENV DIGITSCAN_MODEL=/models/digits.onnx
+ENTRYPOINT []
+CMD ["digitscan", "worker"]
+
+FROM base AS trainer
+RUN pip install '.[all]'
+CMD ["digitscan", "--help"]

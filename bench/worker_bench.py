@@ -1,0 +1,115 @@
+"""End-to-end worker benchmark, all in one run on the same files:
+
+1. ceiling: two processes that read, decode, normalise and classify the files directly
+   (no queue, no Redis), batch 64, one onnxruntime thread each;
+2. `digitscan scan --workers 2` (private Redis, 2 pool processes): images/s, for several
+   chunk sizes, and its ratio to the ceiling;
+3. latency of a one-image job with warm workers (submit -> result stored), p50 and p99;
+4. peak RSS of the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainer.data import load_mnist
+from trainer.pngs import write_test_pngs
+from worker.embedded import EmbeddedRedis, LocalWorkers
+from worker.imaging import prepare
+from worker.jobs import SubmitOptions, submit, wait
+from worker.scan import scan
+from worker.settings import Settings
+from worker.store import ResultStore
+
+_clf = None
+
+
+def _init(model: str) -> None:
+    global _clf
+    from worker.model import Classifier
+
+    _clf = Classifier(model, "cpu", threads=1)
+    _clf.warm_up()
+
+
+def _classify(paths: list[str]) -> int:
+    digits = np.stack([prepare(Path(p).read_bytes()) for p in paths])
+    return len(_clf.predict(digits))
+
+
+def ceiling(files: list[str], model: str, processes: int = 2) -> float:
+    batches = [files[i : i + 64] for i in range(0, len(files), 64)]
+    with mp.get_context("fork").Pool(processes, _init, (model,)) as pool:
+        pool.map(_classify, batches[:processes])  # warm
+        t0 = time.perf_counter()
+        n = sum(pool.map(_classify, batches, chunksize=1))
+        return n / (time.perf_counter() - t0)
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of a process and all its descendants' maximum, in MB."""
+    def one(p: int) -> float:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return max([one(pid)] + [one(int(c)) for c in children])
+
+
+def latency(files: list[str], model: str, n: int) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "r") as server:
+        settings = Settings(broker_url=server.url, model=model, concurrency=2)
+        store = ResultStore.from_url(settings.results_url, settings.result_ttl)
+        with LocalWorkers(settings.to_env(), 2, Path(tmp) / "w.log") as workers:
+            workers.wait_ready()
+            times = []
+            for i in range(n + 5):
+                t0 = time.perf_counter()
+                job = submit([files[i % len(files)]], settings, SubmitOptions(), store)
+                wait(store, job.job, progress=False, poll_s=1.0, check=workers.check)
+                if i >= 5:  # the first few warm the pool children
+                    times.append(time.perf_counter() - t0)
+            rss = rss_mb(workers.proc.pid)
+    times.sort()
+    return statistics.median(times) * 1000, times[int(0.99 * (len(times) - 1))] * 1000, rss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--model", default="models/digits.onnx")
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--chunk-sizes", default="16,64,256")
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_test_pngs(load_mnist(args.data, fetch=False), tmp, limit=args.images)
+        files = sorted(str(p) for p in Path(tmp).rglob("*.png"))
+        print(f"{len(files)} MNIST test PNGs (dark ink on white), model {args.model}")
+        top = ceiling(files, args.model)
+        print(f"ceiling, 2 processes, no queue:      {top:7.0f} images/s")
+        for size in [int(s) for s in args.chunk_sizes.split(",")]:
+            summary = scan([tmp], str(Path(tmp) / "out.jsonl"), Settings(model=args.model),
+                           workers=2, options=SubmitOptions(chunk_size=size), progress=False)
+            print(f"scan --workers 2 --chunk-size {size:<4}  {summary.images_per_s:7.0f} images/s "
+                  f"= {summary.images_per_s / top:.2f} x ceiling")
+        p50, p99, rss = latency(files, args.model, args.latency_jobs)
+        print(f"one-image job, warm workers: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"({args.latency_jobs} jobs)")
+        print(f"worker RSS (largest process of the pool): {rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""No Docker engine here: parse the compose file and check its commands are real."""
+
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from digitscan.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def digitscan_commands(command) -> list[list[str]]:
+    if command[:2] == ["sh", "-c"]:
+        return [shlex.split(part) for part in command[2].split("&&")
+                if shlex.split(part)[0] == "digitscan"]
+    return [command] if command[0] == "digitscan" else []
+
+
+def parse(argv: list[str]) -> str:
+    """Parse a digitscan command line with the real CLI, without running it."""
+    ctx = main.make_context("digitscan", argv[1:], resilient_parsing=False)
+    name, cmd, rest = main.resolve_command(ctx, argv[1:])
+    cmd.make_context(name, rest, parent=ctx)
+    return name
+
+
+def test_services_and_profiles(compose):
+    services = compose["services"]
+    assert {"redis", "worker", "flower", "train"} <= set(services)
+    assert services["train"]["profiles"] == ["train"]
+    assert "--appendonly" in services["redis"]["command"]
+    assert "noeviction" in services["redis"]["command"]
+    assert "./models:/models:ro" in services["worker"]["volumes"]
+    assert services["worker"]["build"]["target"] == "worker"
+    assert services["worker"]["environment"]["DIGITSCAN_BROKER_URL"].startswith("redis://redis:")
+
+
+def test_every_digitscan_command_parses_with_the_real_cli(compose):
+    commands = [c for s in compose["services"].values() for c in digitscan_commands(s["command"])]
+    assert [parse(c) for c in commands] == ["worker", "data", "train", "export"]
+
+
+def test_the_parser_catches_a_wrong_command():
+    with pytest.raises(click.UsageError):
+        parse(["digitscan", "worker", "--no-such-option"])
+
+
+def test_worker_image_installs_only_the_worker_extra():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    worker_stage = dockerfile.split("AS worker")[1].split("FROM")[0]
+    assert "'.[worker]'" in worker_stage and "torch" not in worker_stage

@@ -1,0 +1,59 @@
+"""Integration: `digitscan scan` as a user runs it: private Redis, real worker processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .hostile import ARCHIVE_MEMBERS, write_corpus
+
+pytestmark = pytest.mark.integration
+
+
+def scan(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "digitscan.cli", "scan", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist, shipped_model):
+    corpus = tmp_path / "corpus"
+    expected = write_corpus(corpus, mnist)
+    out = tmp_path / "results.jsonl"
+    result = scan(str(corpus), "--out", str(out), "--workers", "2", "--model", str(shipped_model))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    files = [os.fsdecode(n) for n in os.listdir(os.fsencode(corpus))]
+    assert len(rows) == len(files)  # archives here hold one member each
+    got = {Path(r["source"]).name if ".zip:" not in r["source"]
+           else Path(r["source"].split(".zip:")[0]).name + ".zip:" + r["source"].split(".zip:")[1]: r
+           for r in rows}
+    wanted = {k: v for k, v in expected.items() if v is not None} | ARCHIVE_MEMBERS
+    assert set(got) == set(wanted)
+    for name, want in wanted.items():
+        row = got[name]
+        if isinstance(want, int):
+            assert (row["digit"], row["error"]) == (want, None), (name, row)
+        else:
+            assert row["digit"] is None and row["error"].startswith(want), (name, row)
+    assert "images, " in result.stdout and "errors" in result.stdout
+
+
+def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
+    from trainer.pngs import write_test_pngs
+
+    write_test_pngs(mnist, tmp_path / "png", limit=300)
+    out = tmp_path / "r.csv"
+    result = scan(str(tmp_path / "png"), "--out", str(out), "--model", str(shipped_model),
+                  "--chunk-size", "16")
+    assert result.returncode == 0, result.stderr
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 300
+    correct = sum(int(r["digit"]) == int(Path(r["source"]).parent.name) for r in rows)
+    assert correct >= 294
+    assert "accuracy" in result.stdout and "on 300 labelled" in result.stdout
