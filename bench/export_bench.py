@@ -11,7 +11,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from export.contract import INPUT_NAME
@@ -49,8 +48,8 @@ def main() -> None:
         x = images[:batch].reshape(batch, 1, 28, 28).copy()
         tx = torch.from_numpy(x)
         with torch.inference_mode():
-            t = rate(lambda: torch_model(tx), batch)
-        row = [rate(lambda s=s: s.run(None, {INPUT_NAME: x}), batch) for s in sessions.values()]
+            t = rate(lambda tx=tx: torch_model(tx), batch)
+        row = [rate(lambda s=s, x=x: s.run(None, {INPUT_NAME: x}), batch) for s in sessions.values()]
         print(f"{batch:>6} {t:>12,.0f} " + " ".join(f"{r:>17,.0f}" for r in row))
     for name in ("digits.pt", "digits.onnx", "digits.int8.onnx"):
         if (models / name).exists():

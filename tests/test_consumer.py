@@ -9,7 +9,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 # Runs the snippet with torch made unimportable, so it cannot lean on it by accident.
-NO_TORCH = "import runpy, sys; sys.modules['torch'] = None; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+NO_TORCH = ("import runpy, sys; sys.modules['torch'] = None; "
+            "runpy.run_path(sys.argv.pop(1), run_name='__main__')")
 
 
 def snippet() -> str:
