@@ -212,7 +212,9 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
     click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
     if wait_:
         store = jobs.connect(settings)
-        info = jobs.wait(store, job.job, timeout=timeout)
+        reconciler = jobs.Reconciler(store, settings, job.job, list(inputs), options, job.total)
+        info = jobs.wait(store, job.job, timeout=timeout, reconciler=reconciler,
+                         repair_after=settings.repair_after)
         click.echo(jobs.status_line(info), err=True)
         if out:
             n = jobs.write_results(store, job.job, out)
@@ -221,12 +223,22 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
 
 @main.command()
 @click.argument("job")
+@click.option("--repair", is_flag=True,
+              help="Re-send chunks that have no results (lost messages), then report.")
 @broker_option
-def status(job, broker) -> None:
-    """Progress of JOB: total, done, errors, rate, ETA."""
+def status(job, repair, broker) -> None:
+    """Progress of JOB: total, done, errors, rate, ETA, and any dead-lettered chunks."""
     from worker import jobs
 
-    click.echo(jobs.status_line(jobs.connect(_settings(broker_url=broker)).info(job)))
+    settings = _settings(broker_url=broker)
+    store = jobs.connect(settings)
+    if repair:
+        resent = jobs.Reconciler.for_job(store, settings, job).repair()
+        click.echo(f"re-sent {len(resent)} chunks without results" +
+                   (f": {', '.join(map(str, resent[:20]))}" if resent else ""))
+    click.echo(jobs.status_line(store.info(job)))
+    for chunk, reason in sorted(store.dead_chunks(job).items()):
+        click.echo(f"  dead-lettered chunk {chunk}: {reason}")
 
 
 @main.command()

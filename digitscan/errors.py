@@ -18,7 +18,8 @@
         ├── CorruptImage
         ├── ImageTooLarge
         ├── BlankImage
-        └── UnreadableImage
+        ├── UnreadableImage
+        └── ImageTimeout
 
 Messages name the bad value, what was expected and what to do.
 """
@@ -106,3 +107,7 @@ class BlankImage(ImageError):
 
 class UnreadableImage(ImageError):
     kind = "unreadable file"
+
+
+class ImageTimeout(ImageError):
+    kind = "image took too long"

@@ -33,12 +33,13 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
     model.train()
     criterion = nn.CrossEntropyLoss()
     order = torch.randperm(len(images), generator=generator).to(images.device)
+    # One gather per epoch, then contiguous slices: cheaper than a gather per batch.
+    images, labels = images[order], labels[order]
     total, batches = 0.0, 0
     bar = tqdm(range(0, len(order), batch_size), desc=f"epoch {epoch}", unit="batch",
                disable=not progress, leave=False)
     for start in bar:
-        idx = order[start : start + batch_size]
-        x, y = images[idx], labels[idx]
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
         if augment_cfg is not None:
             x = augment(x, augment_cfg)
         optimizer.zero_grad(set_to_none=True)

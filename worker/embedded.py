@@ -60,6 +60,7 @@ class EmbeddedRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
+        self.dir.mkdir(parents=True, exist_ok=True)
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--maxmemory-policy", "noeviction",
@@ -148,8 +149,10 @@ class LocalWorkers:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown
+            # Warm shutdown: SIGTERM to the main process only. It lets running chunks finish
+            # and returns reserved ones to the queue; a SIGTERM to the pool children would
+            # kill them mid-chunk and make those chunks run twice.
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -11,8 +11,11 @@ centre of mass at the centre of a 28x28 field.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -23,6 +26,7 @@ from digitscan.errors import (
     BlankImage,
     CorruptImage,
     ImageError,
+    ImageTimeout,
     ImageTooLarge,
     UnsupportedFormat,
 )
@@ -45,6 +49,28 @@ FIELD = 28
 class Limits:
     max_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 16_000_000
+    timeout_s: float = 10.0  # per image, decode + normalise; 0 = unbounded
+
+
+@contextlib.contextmanager
+def time_bound(seconds: float):
+    """Raise ImageTimeout in this thread after ``seconds``. Uses SIGALRM, so it bounds only
+    the main thread (where Celery's prefork and solo pools run tasks); Pillow decodes in
+    blocks and the alarm lands between them."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ImageTimeout(f"more than {seconds:g} s to decode and normalise")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _describe_refused(data: bytes) -> str | None:
@@ -165,6 +191,7 @@ def normalize(gray: Image.Image) -> np.ndarray:
 
 
 def prepare(data: bytes, limits: Limits = Limits()) -> np.ndarray:
-    """Bytes of one image file -> uint8 [28,28] ready for the model."""
-    return normalize(decode(data, limits))
+    """Bytes of one image file -> uint8 [28,28] ready for the model, within the time bound."""
+    with time_bound(limits.timeout_s):
+        return normalize(decode(data, limits))
 

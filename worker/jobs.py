@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from digitscan.errors import BrokerError, ConfigError, JobError
 from worker.app import make_app
 from worker.celeryconfig import TASK_NAME
-from worker.inputs import count_items, find_entries, read_items
+from worker.inputs import Entry, count_items, find_entries, read_items
 from worker.messages import Chunk, Item
 from worker.settings import Settings, redact
 from worker.store import ResultStore
@@ -30,6 +31,7 @@ RESULT_FIELDS = ("job", "source", "digit", "confidence", "error", "model")
 DEFAULT_CHUNK_SIZE = 64
 # A chunk also closes at this many bytes, so large scans never make huge messages.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
+PLAN_FLUSH = 500  # chunks between writes of the job's chunk plan to Redis
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,42 @@ def connect(settings: Settings) -> ResultStore:
     return store
 
 
+class Chunker:
+    """Turns inputs into chunks, deterministically: the same inputs give the same chunks,
+    so a missing chunk can be rebuilt later by running it again. Items that cannot even
+    be read here become error results in ``errors``; ``total`` counts every item."""
+
+    def __init__(self, entries: list[Entry], job: str, max_image_bytes: int,
+                 options: SubmitOptions):
+        self.entries, self.job, self.max_image_bytes, self.options = \
+            entries, job, max_image_bytes, options
+        self.errors: list[dict] = []
+        self.total = 0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        pending: list[Item] = []
+        size = chunk_no = 0
+        for entry in self.entries:
+            for found in read_items(entry, self.max_image_bytes, self.options.by_reference):
+                if found.error:
+                    self.errors.append({"index": self.total, "job": self.job,
+                                        "source": found.source, "digit": None,
+                                        "confidence": None, "error": found.error, "model": None})
+                else:
+                    pending.append(Item(self.total, found.source, data=found.data, path=found.path))
+                    size += len(found.data or b"")
+                    if len(pending) >= self.options.chunk_size or size >= self.options.max_chunk_bytes:
+                        yield Chunk(self.job, chunk_no, tuple(pending))
+                        pending, size, chunk_no = [], 0, chunk_no + 1
+                self.total += 1
+        if pending:
+            yield Chunk(self.job, chunk_no, tuple(pending))
+
+
+def publish(app, settings: Settings, chunk: Chunk) -> None:
+    app.send_task(TASK_NAME, args=[chunk.to_message()], task_id=chunk.task_id, queue=settings.queue)
+
+
 def submit(inputs: list[str], settings: Settings, options: SubmitOptions = SubmitOptions(),
            store: ResultStore | None = None) -> Submitted:
     """Split the inputs into chunks and enqueue them; return the job id at once."""
@@ -71,58 +109,121 @@ def submit(inputs: list[str], settings: Settings, options: SubmitOptions = Submi
     store = store or connect(settings)
     app = make_app(settings)
     job = uuid.uuid4().hex
-    store.create_job(job, total, 0, {"inputs": inputs, "by_reference": options.by_reference})
+    store.create_job(job, total, 0, {"inputs": inputs, "options": asdict(options)})
+    chunker = Chunker(entries, job, settings.max_image_bytes, options)
+    plan: dict[int, tuple[int, int]] = {}
+    for chunk in chunker:
+        publish(app, settings, chunk)
+        plan[chunk.chunk] = (chunk.items[0].index, len(chunk.items))
+        if len(plan) % PLAN_FLUSH == 0:
+            store.record_plan(job, plan)
+    store.record_plan(job, plan)
+    store.write_results(job, chunker.errors)
+    store.set_counts(job, total=chunker.total, chunks=len(plan))
+    if chunker.total != total:
+        log.warning("job %s: inputs changed while submitting: %d items, not %d", job,
+                    chunker.total, total)
+    log.info("job %s submitted: %d images in %d chunks", job, chunker.total, len(plan))
+    return Submitted(job, chunker.total, len(plan))
 
-    index, chunk_no, pending, pending_bytes, local = 0, 0, [], 0, []
 
-    def publish() -> None:
-        nonlocal chunk_no, pending, pending_bytes
-        chunk = Chunk(job, chunk_no, tuple(pending))
-        app.send_task(TASK_NAME, args=[chunk.to_message()], task_id=chunk.task_id,
-                      queue=settings.queue)
-        chunk_no, pending, pending_bytes = chunk_no + 1, [], 0
+class Reconciler:
+    """Finds chunks that have no results past a deadline (a message lost in Redis, or a
+    Redis that restarted without persistence) and sends them again, at most
+    ``max_requeues`` times each. Chunks are rebuilt from the job's inputs."""
 
-    for entry in entries:
-        for found in read_items(entry, settings.max_image_bytes, options.by_reference):
-            if found.error:
-                # Known before any worker sees it: record the error result right here.
-                local.append({"index": index, "job": job, "source": found.source, "digit": None,
-                              "confidence": None, "error": found.error, "model": None})
-            else:
-                pending.append(Item(index, found.source, data=found.data, path=found.path))
-                pending_bytes += len(found.data or b"")
-                if len(pending) >= options.chunk_size or pending_bytes >= options.max_chunk_bytes:
-                    publish()
-            index += 1
-    if pending:
-        publish()
-    store.write_results(job, local)
-    store.set_counts(job, total=index, chunks=chunk_no)
-    if index != total:
-        log.warning("job %s: inputs changed while submitting: %d items, not %d", job, index, total)
-    log.info("job %s submitted: %d images in %d chunks", job, index, chunk_no)
-    return Submitted(job, index, chunk_no)
+    def __init__(self, store: ResultStore, settings: Settings, job: str, inputs: list[str],
+                 options: SubmitOptions, total: int):
+        self.store, self.settings, self.job = store, settings, job
+        self.inputs, self.options, self.total = inputs, options, total
+        self.last_repair = time.time()
+        self.resent = 0
+
+    @classmethod
+    def for_job(cls, store: ResultStore, settings: Settings, job: str) -> Reconciler:
+        info = store.info(job)
+        if info["inputs"] is None:
+            raise JobError(f"job {job} has no recorded inputs; it cannot be repaired.")
+        return cls(store, settings, job, info["inputs"], SubmitOptions(**info["options"]),
+                   info["total"])
+
+    def due(self, info: dict | None, deadline_s: float) -> bool:
+        """True when the job has had no new result for ``deadline_s`` seconds."""
+        last = max(self.last_repair, info["last"] if info else 0.0)
+        return time.time() - last >= deadline_s
+
+    def repair(self) -> list[int]:
+        """Re-send every chunk without results (recreating a job Redis forgot); return them."""
+        self.last_repair = time.time()
+        if not self.store.exists(self.job):
+            log.warning("job %s: Redis lost the job; re-creating it from its inputs", self.job)
+            self.store.create_job(self.job, self.total, 0,
+                                  {"inputs": self.inputs, "options": asdict(self.options)})
+        chunker = Chunker(find_entries(self.inputs), self.job, self.settings.max_image_bytes,
+                          self.options)
+        plan = self.store.plan(self.job)
+        missing = set(self.store.missing_chunks(self.job)) if plan else None
+        app = make_app(self.settings)
+        resent, new_plan = [], {}
+        for chunk in chunker:
+            new_plan[chunk.chunk] = (chunk.items[0].index, len(chunk.items))
+            if missing is not None and chunk.chunk not in missing:
+                continue
+            if not self.store.is_done(self.job, chunk.chunk):
+                if self.store.bump_requeue(self.job, chunk.chunk) > self.settings.max_requeues:
+                    log.error("job %s chunk %d: re-sent %d times already; giving up on it",
+                              self.job, chunk.chunk, self.settings.max_requeues)
+                    continue
+                publish(app, self.settings, chunk)
+                resent.append(chunk.chunk)
+        if not plan:
+            self.store.record_plan(self.job, new_plan)
+            self.store.set_counts(self.job, total=chunker.total, chunks=len(new_plan))
+        self.store.write_results(self.job, chunker.errors)
+        self.resent += len(resent)
+        if resent:
+            log.warning("job %s: re-sent %d chunks with no results: %s", self.job, len(resent),
+                        resent[:20])
+        return resent
 
 
 def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float | None = None,
-         poll_s: float = 0.5, check: Callable[[], None] | None = None) -> dict:
-    """Block until every item of ``job`` has a result; ``check`` may raise to abort."""
+         poll_s: float = 0.5, check: Callable[[], None] | None = None,
+         reconciler: Reconciler | None = None, repair_after: float | None = None) -> dict:
+    """Block until every item of ``job`` has a result; ``check`` may raise to abort. With a
+    ``reconciler``, chunks silent for ``repair_after`` seconds are re-sent."""
     start = time.monotonic()
-    info = store.info(job)
-    with tqdm(total=info["total"], unit="img", desc=f"job {job[:8]}", disable=not progress,
+    total = reconciler.total if reconciler else store.info(job)["total"]
+    with tqdm(total=total, unit="img", desc=f"job {job[:8]}", disable=not progress,
               leave=False) as bar:
         while True:
-            info = store.info(job)
-            bar.update(info["done"] - bar.n)
-            if info["complete"]:
-                return info
+            try:
+                info = store.info(job)
+            except JobError:
+                if reconciler is None:
+                    raise
+                info = None  # Redis forgot the job; the reconciler re-creates it when due
+            except redis.ConnectionError:
+                info = None  # Redis restarting; the client reconnects on the next call
+            if info is not None:
+                bar.update(info["done"] - bar.n)
+                if info["complete"]:
+                    return info
             if check is not None:
                 check()
+            if reconciler is not None and repair_after is not None \
+                    and reconciler.due(info, repair_after):
+                with contextlib.suppress(redis.ConnectionError):
+                    reconciler.repair()
             if timeout is not None and time.monotonic() - start > timeout:
-                raise JobError(f"job {job} has {info['done']}/{info['total']} results after "
-                               f"{timeout:.0f} s; are workers running? `digitscan status {job}` "
-                               "shows progress, results are kept.")
-            store.wait_for_progress(job, poll_s)
+                done = info["done"] if info else "?"
+                raise JobError(f"job {job} has {done}/{total} results after {timeout:.0f} s; are "
+                               f"workers running? `digitscan status {job}` shows progress, "
+                               "results are kept.")
+            try:
+                store.wait_for_progress(job, poll_s)
+            except redis.ConnectionError:
+                time.sleep(poll_s)
 
 
 def write_results(store: ResultStore, job: str, out: str | Path) -> int:
@@ -153,5 +254,6 @@ def write_results(store: ResultStore, job: str, out: str | Path) -> int:
 def status_line(info: dict) -> str:
     eta = f"{info['eta_s']:.0f} s" if info["eta_s"] is not None else "-"
     state = "complete" if info["complete"] else "running"
+    dead = f", {info['dead_chunks']} chunks dead-lettered" if info["dead_chunks"] else ""
     return (f"job {info['job']}: {state}, {info['done']}/{info['total']} done, "
-            f"{info['errors']} errors, {info['rate']:.0f} images/s, ETA {eta}")
+            f"{info['errors']} errors{dead}, {info['rate']:.0f} images/s, ETA {eta}")

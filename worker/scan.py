@@ -12,7 +12,7 @@ from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
 from worker.embedded import EmbeddedRedis, LocalWorkers
-from worker.jobs import SubmitOptions, connect, submit, wait, write_results
+from worker.jobs import Reconciler, SubmitOptions, connect, submit, wait, write_results
 from worker.model import resolve_providers
 from worker.settings import Settings
 
@@ -64,7 +64,6 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
     resolve_providers(settings.provider)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="digitscan-scan-")))
-        (tmp / "redis").mkdir()
         if broker is None:
             server = stack.enter_context(EmbeddedRedis(tmp / "redis"))
             broker = server.url
@@ -75,7 +74,9 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         pool.wait_ready()
         t0 = time.perf_counter()
         job = submit(inputs, settings, options, store)
-        wait(store, job.job, progress=progress, check=pool.check)
+        reconciler = Reconciler(store, settings, job.job, inputs, options, job.total)
+        wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
+             repair_after=settings.repair_after)
         seconds = time.perf_counter() - t0
         count = write_results(store, job.job, out)
     errors, labelled, correct = score(Path(out))

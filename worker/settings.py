@@ -29,6 +29,15 @@ class Settings:
     max_image_bytes: int = 32 * 1024 * 1024
     # Far below Pillow's 89 MP warning: a digit cell never needs more.
     max_pixels: int = 16_000_000
+    # A chunk delivered this many times without finishing (its worker died each time) is
+    # dead-lettered: its images get error results and the queue moves on.
+    max_deliveries: int = 3
+    # The reconciler re-sends chunks with no results after the job was silent this long,
+    # at most max_requeues times per chunk.
+    repair_after: int = 600
+    max_requeues: int = 3
+    # Each image gets at most this long to decode and normalise (0 = no bound).
+    image_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.provider not in ("auto", "cpu", "cuda"):
@@ -57,12 +66,13 @@ class Settings:
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
-            if f.type == "int":
+            if f.type in ("int", "float"):
+                kind = int if f.type == "int" else float
                 try:
-                    values[f.name] = int(raw)
+                    values[f.name] = kind(raw)
                 except ValueError:
-                    raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer."
-                                      ) from None
+                    raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not "
+                                      f"{'an integer' if kind is int else 'a number'}.") from None
             else:
                 values[f.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})

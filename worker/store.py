@@ -1,9 +1,15 @@
-"""Per-image results in Redis, keyed by (job, item index).
+"""Per-image results in Redis, keyed by (job, item index), and the bookkeeping that lets
+every image end with exactly one final result.
 
-    digitscan:job:<id>          hash: total, chunks, created, first, last, model, ...
-    digitscan:job:<id>:results  hash: item index -> result line (JSON)
-    digitscan:job:<id>:errors   hash: item index -> 1, for items whose result is an error
-    digitscan:job:<id>:events   list: one entry per stored chunk, so waiters wake at once
+    digitscan:job:<id>           hash: total, chunks, created, first, last, inputs, ...
+    digitscan:job:<id>:results   hash: item index -> result line (JSON)
+    digitscan:job:<id>:errors    hash: item index -> 1, for items whose result is an error
+    digitscan:job:<id>:events    list: one entry per stored chunk, so waiters wake at once
+    digitscan:job:<id>:plan      hash: chunk -> "first,count" (which items a chunk holds)
+    digitscan:job:<id>:done      set: chunks whose results are all stored
+    digitscan:job:<id>:attempts  hash: chunk -> deliveries to a worker
+    digitscan:job:<id>:dead      hash: chunk -> why it was dead-lettered
+    digitscan:job:<id>:requeues  hash: chunk -> re-enqueues by the reconciler
 
 HSET by index makes writes idempotent: a redelivered chunk overwrites its own results
 instead of adding new ones. Every key carries the result TTL, refreshed on each write.
@@ -21,22 +27,23 @@ from digitscan.errors import JobError
 
 PREFIX = "digitscan:job:"
 READ_BATCH = 2000
+SUFFIXES = ("results", "errors", "events", "plan", "done", "attempts", "dead", "requeues")
 
 
-def job_key(job: str) -> str:
-    return PREFIX + job
+def job_key(job: str, suffix: str | None = None) -> str:
+    return PREFIX + job + (f":{suffix}" if suffix else "")
 
 
 def results_key(job: str) -> str:
-    return f"{PREFIX}{job}:results"
+    return job_key(job, "results")
 
 
 def errors_key(job: str) -> str:
-    return f"{PREFIX}{job}:errors"
+    return job_key(job, "errors")
 
 
 def events_key(job: str) -> str:
-    return f"{PREFIX}{job}:events"
+    return job_key(job, "events")
 
 
 class ResultStore:
@@ -47,6 +54,12 @@ class ResultStore:
     @classmethod
     def from_url(cls, url: str, ttl: int) -> ResultStore:
         return cls(redis.Redis.from_url(url), ttl)
+
+    def _expire_all(self, p, job: str) -> None:
+        for key in (job_key(job), *(job_key(job, s) for s in SUFFIXES)):
+            p.expire(key, self.ttl)
+
+    # ------------------------------------------------------------ submission
 
     def create_job(self, job: str, total: int, chunks: int, meta: dict) -> None:
         fields = {"total": total, "chunks": chunks, "created": time.time(),
@@ -59,8 +72,23 @@ class ResultStore:
     def set_counts(self, job: str, total: int, chunks: int) -> None:
         self.redis.hset(job_key(job), mapping={"total": total, "chunks": chunks})
 
-    def write_results(self, job: str, results: list[dict]) -> None:
-        """Store result lines (each with its ``index``) in one transaction."""
+    def record_plan(self, job: str, plan: dict[int, tuple[int, int]]) -> None:
+        """Which items each chunk holds, so missing chunks can be found and re-sent."""
+        if not plan:
+            return
+        with self.redis.pipeline() as p:
+            p.hset(job_key(job, "plan"), mapping={c: f"{a},{n}" for c, (a, n) in plan.items()})
+            p.expire(job_key(job, "plan"), self.ttl)
+            p.execute()
+
+    def plan(self, job: str) -> dict[int, tuple[int, int]]:
+        raw = self.redis.hgetall(job_key(job, "plan"))
+        return {int(c): tuple(int(v) for v in span.split(b",")) for c, span in raw.items()}
+
+    # ------------------------------------------------------------ workers
+
+    def write_results(self, job: str, results: list[dict], chunk: int | None = None) -> None:
+        """Store result lines (each with its ``index``) in one transaction; mark the chunk done."""
         if not results:
             return
         now = time.time()
@@ -74,37 +102,89 @@ class ResultStore:
                 p.hset(errors_key(job), mapping=errors)
             if oks:  # a redelivered chunk may now succeed where it failed before
                 p.hdel(errors_key(job), *oks)
+            if chunk is not None:
+                p.sadd(job_key(job, "done"), chunk)
             p.hsetnx(job_key(job), "first", now)
             p.hset(job_key(job), "last", now)
             p.rpush(events_key(job), len(lines))
-            for key in (job_key(job), results_key(job), errors_key(job), events_key(job)):
-                p.expire(key, self.ttl)
+            self._expire_all(p, job)
             p.execute()
+
+    def is_done(self, job: str, chunk: int) -> bool:
+        return bool(self.redis.sismember(job_key(job, "done"), chunk))
+
+    def start_attempt(self, job: str, chunk: int) -> int:
+        """Count one more delivery of ``chunk`` to a worker; return the count."""
+        with self.redis.pipeline() as p:
+            p.hincrby(job_key(job, "attempts"), chunk, 1)
+            p.expire(job_key(job, "attempts"), self.ttl)
+            return int(p.execute()[0])
+
+    def dead_letter(self, job: str, chunk: int, results: list[dict], reason: str) -> None:
+        """Give every item of ``chunk`` that has no result yet an error result, and list it."""
+        now = time.time()
+        with self.redis.pipeline() as p:
+            for r in results:
+                p.hsetnx(results_key(job), r["index"],
+                         json.dumps({k: v for k, v in r.items() if k != "index"}))
+            created = p.execute()
+        with self.redis.pipeline() as p:
+            fresh = [r["index"] for r, new in zip(results, created) if new]
+            if fresh:
+                p.hset(errors_key(job), mapping=dict.fromkeys(fresh, 1))
+            p.hset(job_key(job, "dead"), chunk, reason)
+            p.sadd(job_key(job, "done"), chunk)
+            p.hset(job_key(job), "last", now)
+            p.rpush(events_key(job), len(fresh))
+            self._expire_all(p, job)
+            p.execute()
+
+    # ------------------------------------------------------------ clients
+
+    def missing_chunks(self, job: str) -> list[int]:
+        """Chunks in the plan whose results are not all stored."""
+        done = {int(c) for c in self.redis.smembers(job_key(job, "done"))}
+        return sorted(set(self.plan(job)) - done)
+
+    def bump_requeue(self, job: str, chunk: int) -> int:
+        with self.redis.pipeline() as p:
+            p.hincrby(job_key(job, "requeues"), chunk, 1)
+            p.expire(job_key(job, "requeues"), self.ttl)
+            return int(p.execute()[0])
+
+    def dead_chunks(self, job: str) -> dict[int, str]:
+        return {int(c): r.decode() for c, r in self.redis.hgetall(job_key(job, "dead")).items()}
 
     def wait_for_progress(self, job: str, timeout_s: float) -> None:
         """Return as soon as a chunk of ``job`` is stored, or after ``timeout_s``."""
         if self.redis.blpop([events_key(job)], timeout=timeout_s):
             self.redis.delete(events_key(job))  # one wake-up covers every chunk so far
 
+    def exists(self, job: str) -> bool:
+        return bool(self.redis.exists(job_key(job)))
+
     def info(self, job: str) -> dict:
         with self.redis.pipeline() as p:
             p.hgetall(job_key(job))
             p.hlen(results_key(job))
             p.hlen(errors_key(job))
-            meta, done, errors = p.execute()
+            p.hlen(job_key(job, "dead"))
+            meta, done, errors, dead = p.execute()
         if not meta:
-            raise JobError(f"job {job} is unknown (never submitted, or its results expired).")
+            raise JobError(f"job {job} is unknown (never submitted, its results expired, or Redis "
+                           "lost it: a Redis without persistence forgets jobs when it restarts).")
         meta = {k.decode(): v.decode() for k, v in meta.items()}
         total = int(meta["total"])
-        first, last = float(meta.get("first", 0) or 0), float(meta.get("last", 0) or 0)
+        last = float(meta.get("last", 0) or 0)
         created = float(meta["created"])
         elapsed = (last if done >= total else time.time()) - created
         rate = done / elapsed if done and elapsed > 0 else 0.0
         eta = (total - done) / rate if rate else None
-        return {"job": job, "total": total, "done": done, "errors": errors,
-                "chunks": int(meta["chunks"]), "rate": rate, "eta_s": eta,
-                "elapsed_s": elapsed, "complete": done >= total, "first": first,
-                "model": json.loads(meta["model"]) if "model" in meta else None}
+        return {"job": job, "total": total, "done": done, "errors": errors, "dead_chunks": dead,
+                "chunks": int(meta["chunks"]), "rate": rate, "eta_s": eta, "elapsed_s": elapsed,
+                "complete": done >= total, "last": last,
+                "inputs": json.loads(meta["inputs"]) if "inputs" in meta else None,
+                "options": json.loads(meta["options"]) if "options" in meta else None}
 
     def iter_results(self, job: str, total: int) -> Iterator[dict]:
         """Result lines in item order, read in batches so memory stays flat."""

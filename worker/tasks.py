@@ -6,9 +6,10 @@ import redis
 from celery import Task
 from celery.utils.log import get_task_logger
 
+from worker import faults
 from worker.app import app, settings
 from worker.celeryconfig import TASK_NAME
-from worker.classify import classify_chunk
+from worker.classify import classify_chunk, result_line
 from worker.imaging import Limits
 from worker.messages import Chunk, MalformedMessage
 from worker.store import ResultStore
@@ -42,7 +43,8 @@ class ChunkTask(Task):
         return self._store
 
 
-LIMITS = Limits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_pixels)
+LIMITS = Limits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_pixels,
+                timeout_s=settings.image_timeout)
 
 
 @app.task(bind=True, base=ChunkTask, name=TASK_NAME,
@@ -55,8 +57,23 @@ def classify_chunk_task(self, message: dict) -> dict | None:
         # Bad input fails fast: retrying a message that is not ours would never help.
         log.error("task %s: dropping malformed message: %s", self.request.id, exc)
         return None
+    store = self.store
+    if store.is_done(chunk.job, chunk.chunk):
+        # A redelivery of a chunk whose results are stored (its ack was lost): nothing to do.
+        log.info("job %s chunk %d: already done, skipping", chunk.job, chunk.chunk)
+        return None
+    attempt = store.start_attempt(chunk.job, chunk.chunk)
+    if attempt > settings.max_deliveries:
+        reason = (f"dead-lettered: chunk {chunk.chunk} was delivered {attempt - 1} times and its "
+                  "worker died each time")
+        store.dead_letter(chunk.job, chunk.chunk, [
+            result_line(chunk.job, item.index, item.source, None, error=reason)
+            for item in chunk.items], reason)
+        log.error("job %s chunk %d: %s", chunk.job, chunk.chunk, reason)
+        return None
+    faults.inject(chunk)
     results = classify_chunk(chunk, self.classifier, LIMITS)
-    self.store.write_results(chunk.job, results)
+    store.write_results(chunk.job, results, chunk=chunk.chunk)
     errors = sum(1 for r in results if r["error"])
     log.info("job %s chunk %d: %d images, %d errors", chunk.job, chunk.chunk, len(results), errors)
     return {"job": chunk.job, "chunk": chunk.chunk, "images": len(results), "errors": errors}

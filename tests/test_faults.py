@@ -1,0 +1,177 @@
+"""Fault tests: real Redis, real worker processes, loopback only, each bounded in time.
+
+Each ends by checking that every image of the job has exactly one final result.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+
+from worker.embedded import EmbeddedRedis, LocalWorkers
+from worker.jobs import Reconciler, SubmitOptions, submit, wait
+from worker.settings import Settings
+from worker.store import ResultStore, job_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+N_IMAGES = 240
+CHUNK = 8  # 30 chunks
+
+
+@pytest.fixture()
+def files(tmp_path, mnist) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(N_IMAGES):
+        buf = io.BytesIO()
+        Image.fromarray(255 - mnist.test_images[i]).save(buf, "PNG")
+        (folder / f"{i:04d}.png").write_bytes(buf.getvalue())
+    return folder
+
+
+def settings_for(server: EmbeddedRedis, model: Path, **kw) -> Settings:
+    return Settings(broker_url=server.url, model=str(model), queue=f"q-{uuid.uuid4().hex[:6]}",
+                    concurrency=2, **kw)
+
+
+def start_pool(settings: Settings, log: Path, **env) -> LocalWorkers:
+    pool = LocalWorkers({**settings.to_env(), **env}, 2, log).start()
+    pool.wait_ready()
+    return pool
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wait_for_progress(store: ResultStore, job: str, at_least: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while store.info(job)["done"] < at_least:
+        assert time.monotonic() < deadline, "the job made no progress"
+        time.sleep(0.05)
+
+
+def assert_exactly_once(store: ResultStore, job: str, total: int) -> dict:
+    info = store.info(job)
+    assert info["done"] == info["total"] == total
+    results = list(store.iter_results(job, total))
+    assert [r["index"] for r in results] == list(range(total))  # one per image, none missing
+    assert len({r["source"] for r in results}) == total
+    return info
+
+
+def attempts(server: EmbeddedRedis, job: str) -> dict[int, int]:
+    raw = redis.Redis.from_url(server.url).hgetall(job_key(job, "attempts"))
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+def test_sigkill_of_a_pool_child_mid_chunk(tmp_path, files, shipped_model):
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.3")
+        try:
+            job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+            wait_for_progress(store, job.job, CHUNK)
+            os.kill(children(pool.proc.pid)[0], signal.SIGKILL)  # mid-chunk: each takes 0.3 s
+            wait(store, job.job, progress=False, timeout=120, check=pool.check)
+        finally:
+            pool.stop()
+        info = assert_exactly_once(store, job.job, N_IMAGES)
+        assert info["errors"] == 0
+        counts = attempts(server, job.job)
+        assert sorted(counts.values())[-1] == 2  # the killed chunk ran again, once
+        assert b"WorkerLostError" in pool.logfile.read_bytes()
+
+
+def test_sigkill_of_the_whole_worker_then_a_new_one(tmp_path, files, shipped_model):
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        # Short visibility timeout: unacked chunks of the dead worker come back in seconds.
+        settings = settings_for(server, shipped_model, visibility_timeout=6, task_time_limit=5)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        first = start_pool(settings, tmp_path / "w1.log", DIGITSCAN_TEST_DELAY_S="0.3")
+        job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+        wait_for_progress(store, job.job, CHUNK)
+        os.killpg(first.proc.pid, signal.SIGKILL)
+        first.stop()
+        second = start_pool(settings, tmp_path / "w2.log")
+        try:
+            wait(store, job.job, progress=False, timeout=120, check=second.check)
+        finally:
+            second.stop()
+        assert assert_exactly_once(store, job.job, N_IMAGES)["errors"] == 0
+
+
+def test_warm_shutdown_mid_job_then_restart_runs_nothing_twice(tmp_path, files, shipped_model):
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        first = start_pool(settings, tmp_path / "w1.log", DIGITSCAN_TEST_DELAY_S="0.3")
+        job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+        wait_for_progress(store, job.job, CHUNK)
+        first.stop()  # SIGTERM: running chunks finish, the rest stay queued
+        partial = store.info(job.job)["done"]
+        assert 0 < partial < N_IMAGES
+        second = start_pool(settings, tmp_path / "w2.log")
+        try:
+            wait(store, job.job, progress=False, timeout=120, check=second.check)
+        finally:
+            second.stop()
+        assert_exactly_once(store, job.job, N_IMAGES)
+        assert set(attempts(server, job.job).values()) == {1}  # no chunk ran twice
+
+
+@pytest.mark.parametrize("appendonly", [True, False], ids=["aof", "no-persistence"])
+def test_redis_restart_mid_job(tmp_path, files, shipped_model, appendonly):
+    with EmbeddedRedis(tmp_path / "redis", appendonly=appendonly) as server:
+        settings = settings_for(server, shipped_model, repair_after=3)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.2")
+        try:
+            options = SubmitOptions(chunk_size=CHUNK)
+            job = submit([str(files)], settings, options, store)
+            wait_for_progress(store, job.job, CHUNK)
+            time.sleep(1.1)  # let appendfsync everysec write the AOF
+            server.stop()
+            time.sleep(1)
+            server.start()
+            reconciler = Reconciler(store, settings, job.job, [str(files)], options, job.total)
+            wait(store, job.job, progress=False, timeout=180, check=pool.check,
+                 reconciler=reconciler, repair_after=settings.repair_after)
+        finally:
+            pool.stop()
+        assert_exactly_once(store, job.job, N_IMAGES)
+        # With AOF the queue survives: at most the chunks in flight at the restart (2 pool
+        # processes, prefetch 1) are re-sent, instead of waiting out the visibility timeout.
+        # Without persistence the queue is gone and the reconciler re-sends all that is left.
+        if appendonly:
+            assert reconciler.resent <= 4
+        else:
+            assert reconciler.resent > 4
+
+
+def test_poison_chunk_is_dead_lettered_and_the_rest_completes(tmp_path, files, shipped_model):
+    (files / "0100.png").rename(files / "0100-POISONPILL.png")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_POISON="POISONPILL")
+        try:
+            job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+            wait(store, job.job, progress=False, timeout=180, check=pool.check)
+        finally:
+            pool.stop()
+        info = assert_exactly_once(store, job.job, N_IMAGES)
+        dead = store.dead_chunks(job.job)
+        assert list(dead) == [100 // CHUNK] and "delivered 3 times" in dead[100 // CHUNK]
+        assert info["errors"] == CHUNK and info["dead_chunks"] == 1
+        rows = list(store.iter_results(job.job, N_IMAGES))
+        assert all(r["error"] is None for r in rows if r["index"] // CHUNK != 100 // CHUNK)
