@@ -8,7 +8,13 @@ TASK_NAME = "digitscan.classify_chunk"
 
 
 def celery_config(settings: Settings) -> dict:
+    tls = {}
+    if settings.tls_options(settings.broker_url):
+        tls["broker_use_ssl"] = settings.tls_options(settings.broker_url)
+    if settings.tls_options(settings.results_url):
+        tls["redis_backend_use_ssl"] = settings.tls_options(settings.results_url)
     return {
+        **tls,
         "broker_url": settings.broker_url,
         "result_backend": settings.results_url,
         # JSON only: a pickle message is refused, never executed.

@@ -53,7 +53,7 @@ class Submitted:
 
 
 def connect(settings: Settings) -> ResultStore:
-    store = ResultStore.from_url(settings.results_url, settings.result_ttl)
+    store = ResultStore.for_settings(settings)
     try:
         store.redis.ping()
     except redis.RedisError as exc:

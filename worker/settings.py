@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, fields
 
 from digitscan.errors import ConfigError
@@ -38,6 +39,9 @@ class Settings:
     max_requeues: int = 3
     # Each image gets at most this long to decode and normalise (0 = no bound).
     image_timeout: float = 10.0
+    # CA bundle that signs the Redis server's certificate, for rediss:// URLs
+    # (default: the system's CAs). Certificates are always verified.
+    tls_ca: str = ""
 
     def __post_init__(self) -> None:
         if self.provider not in ("auto", "cpu", "cuda"):
@@ -56,6 +60,12 @@ class Settings:
     @property
     def results_url(self) -> str:
         return self.result_backend or self.broker_url
+
+    def tls_options(self, url: str) -> dict:
+        """redis-py/Celery TLS options for ``url``: verified certificates for rediss://."""
+        if not url.startswith("rediss://"):
+            return {}
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.tls_ca or None}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:

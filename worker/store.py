@@ -52,8 +52,13 @@ class ResultStore:
         self.ttl = ttl
 
     @classmethod
-    def from_url(cls, url: str, ttl: int) -> ResultStore:
-        return cls(redis.Redis.from_url(url), ttl)
+    def from_url(cls, url: str, ttl: int, **options) -> ResultStore:
+        return cls(redis.Redis.from_url(url, **options), ttl)
+
+    @classmethod
+    def for_settings(cls, settings) -> ResultStore:
+        url = settings.results_url
+        return cls.from_url(url, settings.result_ttl, **settings.tls_options(url))
 
     def _expire_all(self, p, job: str) -> None:
         for key in (job_key(job), *(job_key(job, s) for s in SUFFIXES)):

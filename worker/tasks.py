@@ -39,7 +39,7 @@ class ChunkTask(Task):
     @property
     def store(self) -> ResultStore:
         if self._store is None:
-            type(self)._store = ResultStore.from_url(settings.results_url, settings.result_ttl)
+            type(self)._store = ResultStore.for_settings(settings)
         return self._store
 
 
