@@ -1,9 +1,9 @@
 """End-to-end worker benchmark, all in one run on the same files:
 
 1. ceiling: two processes that read, decode, normalise and classify the files directly
-   (no queue, no Redis), batch 64, one onnxruntime thread each;
-2. `digitscan scan --workers 2` (private Redis, 2 pool processes): images/s, for several
-   chunk sizes, and its ratio to the ceiling;
+   (no queue, no Redis), in batches of the chunk size, one onnxruntime thread each;
+2. `digitscan scan --workers 2` (private Redis, 2 pool processes): images/s for several
+   chunk sizes, and its ratio to the ceiling at the same size;
 3. latency of a one-image job with warm workers (submit -> result stored), p50 and p99;
 4. peak RSS of the worker processes.
 """
@@ -44,8 +44,8 @@ def _classify(paths: list[str]) -> int:
     return len(_clf.predict(digits))
 
 
-def ceiling(files: list[str], model: str, processes: int = 2) -> float:
-    batches = [files[i : i + 64] for i in range(0, len(files), 64)]
+def ceiling(files: list[str], model: str, batch: int, processes: int = 2) -> float:
+    batches = [files[i : i + batch] for i in range(0, len(files), batch)]
     with mp.get_context("fork").Pool(processes, _init, (model,)) as pool:
         pool.map(_classify, batches[:processes])  # warm
         t0 = time.perf_counter()
@@ -91,20 +91,21 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--model", default="models/digits.onnx")
     parser.add_argument("--images", type=int, default=10000)
-    parser.add_argument("--chunk-sizes", default="16,64,256")
+    parser.add_argument("--chunk-sizes", default="32,64,128,256,512")
     parser.add_argument("--latency-jobs", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         write_test_pngs(load_mnist(args.data, fetch=False), tmp, limit=args.images)
         files = sorted(str(p) for p in Path(tmp).rglob("*.png"))
         print(f"{len(files)} MNIST test PNGs (dark ink on white), model {args.model}")
-        top = ceiling(files, args.model)
-        print(f"ceiling, 2 processes, no queue:      {top:7.0f} images/s")
+        print(f"{'chunk':>6} {'ceiling img/s':>14} {'scan img/s':>11} {'ratio':>6}")
         for size in [int(s) for s in args.chunk_sizes.split(",")]:
+            # The ceiling classifies in batches of the same size, so the ratio is the queue's cost.
+            top = ceiling(files, args.model, size)
             summary = scan([tmp], str(Path(tmp) / "out.jsonl"), Settings(model=args.model),
                            workers=2, options=SubmitOptions(chunk_size=size), progress=False)
-            print(f"scan --workers 2 --chunk-size {size:<4}  {summary.images_per_s:7.0f} images/s "
-                  f"= {summary.images_per_s / top:.2f} x ceiling")
+            print(f"{size:>6} {top:>14.0f} {summary.images_per_s:>11.0f} "
+                  f"{summary.images_per_s / top:>6.2f}")
         p50, p99, rss = latency(files, args.model, args.latency_jobs)
         print(f"one-image job, warm workers: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"({args.latency_jobs} jobs)")

@@ -193,7 +193,7 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then write the results.")
 @click.option("--out", default=None, help="Results file (.jsonl or .csv), with --wait.")
-@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 64).")
+@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 256).")
 @click.option("--by-reference", is_flag=True,
               help="Send paths, not bytes: only when every worker sees the same storage.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
@@ -262,7 +262,7 @@ def results(job, out, broker) -> None:
 @click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
 @click.option("--model", default=None, help="ONNX model (default: models/digits.onnx).")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 64).")
+@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 256).")
 @click.option("--broker", default=None, metavar="URL",
               help="Use this Redis instead of starting a private one.")
 def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:

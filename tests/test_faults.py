@@ -76,11 +76,12 @@ def test_sigkill_of_a_pool_child_mid_chunk(tmp_path, files, shipped_model):
     with EmbeddedRedis(tmp_path / "redis") as server:
         settings = settings_for(server, shipped_model)
         store = ResultStore.from_url(server.url, settings.result_ttl)
-        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.3")
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="1.0")
         try:
             job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
             wait_for_progress(store, job.job, CHUNK)
-            os.kill(children(pool.proc.pid)[0], signal.SIGKILL)  # mid-chunk: each takes 0.3 s
+            time.sleep(0.3)  # both children are now 0.3 s into 1 s chunks
+            os.kill(children(pool.proc.pid)[0], signal.SIGKILL)
             wait(store, job.job, progress=False, timeout=120, check=pool.check)
         finally:
             pool.stop()

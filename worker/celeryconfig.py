@@ -28,7 +28,13 @@ def celery_config(settings: Settings) -> dict:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1, settings.task_time_limit - 10),
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            # Sweep for chunks of dead workers every few seconds, not kombu's default of
+            # every ~100 s: a chunk comes back soon after its visibility timeout expires.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 6)),
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "result_expires": settings.result_ttl,
         "broker_connection_retry_on_startup": True,

@@ -26,9 +26,10 @@ from worker.store import ResultStore
 log = logging.getLogger(__name__)
 
 RESULT_FIELDS = ("job", "source", "digit", "confidence", "error", "model")
-# Chunk size from `make bench` (bench/worker_bench.py): throughput is flat from 64 up,
-# and smaller chunks spread a job more evenly over many workers.
-DEFAULT_CHUNK_SIZE = 64
+# Chunk size from `make bench` (bench/worker_bench.py, 2 cores): scan reaches 0.86-0.90 of
+# the no-queue ceiling from 128 up and its best images/s at 256; smaller chunks pay more
+# per-message overhead, larger ones spread a job less evenly over many workers.
+DEFAULT_CHUNK_SIZE = 256
 # A chunk also closes at this many bytes, so large scans never make huge messages.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
 PLAN_FLUSH = 500  # chunks between writes of the job's chunk plan to Redis
