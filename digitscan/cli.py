@@ -172,17 +172,19 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     import os
 
     from digitscan.modelcard import verify_model_file
-    from worker.model import default_threads, resolve_providers
+    from worker.model import cores, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
                          concurrency=concurrency)
     card = verify_model_file(settings.model)
     providers = resolve_providers(settings.provider)
-    n = settings.concurrency or default_threads(1)
+    n = settings.concurrency or cores()
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
                f"{providers[0]}, {n} processes, queue {settings.queue}", err=True)
-    # worker.app reads its settings from the environment, also under plain `celery -A`.
+    # worker.app reads its settings from the environment, also under plain `celery -A`;
+    # the concurrency there sets each process's onnxruntime thread count.
     os.environ.update(settings.to_env())
+    os.environ["DIGITSCAN_CONCURRENCY"] = str(n)
     from worker.app import app
 
     app.worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,

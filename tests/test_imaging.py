@@ -140,3 +140,21 @@ def test_clean_mnist_through_normalisation_keeps_its_accuracy(mnist, shipped_mod
     via = np.stack([normalize(Image.fromarray(d)) for d in mnist.test_images[:n]])
     normalised = (clf.predict(via).argmax(1) == mnist.test_labels[:n]).mean()
     assert normalised >= direct - 0.002, (direct, normalised)
+
+
+def test_eps_and_pdf_never_start_a_process(monkeypatch):
+    import subprocess
+
+    started = []
+
+    def no_processes(*args, **kwargs):
+        started.append(args)
+        raise AssertionError("decoding started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_processes)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n0 0 moveto 28 28 lineto stroke\n"
+    dos_eps = b"\xc5\xd0\xd3\xc6" + b"\0" * 26 + eps
+    for data in (eps, dos_eps, b"%PDF-1.4\n%%EOF\n"):
+        with pytest.raises(UnsupportedFormat):
+            prepare(data)
+    assert started == []

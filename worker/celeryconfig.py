@@ -26,6 +26,9 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # DIGITSCAN_CONCURRENCY is also what sizes each process's onnxruntime threads, so a
+        # plain `celery -A worker.app worker` uses it too (0: Celery's default, the cores).
+        **({"worker_concurrency": settings.concurrency} if settings.concurrency else {}),
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1, settings.task_time_limit - 10),
         "broker_transport_options": {

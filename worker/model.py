@@ -34,10 +34,16 @@ def resolve_providers(choice: str, available: list[str] | None = None) -> list[s
     return [PROVIDERS[choice]] + ([PROVIDERS["cpu"]] if choice == "cuda" else [])
 
 
+def cores() -> int:
+    """CPU cores this process may use (respects affinity masks and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_threads(concurrency: int) -> int:
     """Intra-op threads per process so that processes x threads = cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, concurrency))
+    return max(1, cores() // max(1, concurrency))
 
 
 class Classifier:
