@@ -57,3 +57,45 @@ def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     correct = sum(int(r["digit"]) == int(Path(r["source"]).parent.name) for r in rows)
     assert correct >= 294
     assert "accuracy" in result.stdout and "on 300 labelled" in result.stdout
+
+
+def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model):
+    import signal
+    import time
+
+    from trainer.pngs import write_test_pngs
+
+    write_test_pngs(mnist, tmp_path / "png", limit=400)
+    env = {**os.environ, "DIGITSCAN_TEST_DELAY_S": "1"}  # slow chunks: still running at ^C
+    proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
+                             "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    marker = f"scan-{proc.pid}@"
+
+    def started() -> list[int]:
+        """Pids of processes this scan started: its celery worker (named after the scan's
+        pid) and pool children, and its redis-server (its --dir sits in the scan's temp dir)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != proc.pid:
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    continue
+                if marker in cmdline or ("redis-server" in cmdline and "digitscan-scan-" in cmdline):
+                    pids.append(int(entry.name))
+        return pids
+
+    deadline = time.monotonic() + 60
+    while len(started()) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    time.sleep(3)  # mid-job
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while started():  # children reaped by now, or about to be
+        assert time.monotonic() < deadline, f"left running: {started()}"
+        time.sleep(0.2)
+    assert not (tmp_path / "r.jsonl").exists()  # no half-written results file

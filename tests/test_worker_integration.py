@@ -161,3 +161,20 @@ def test_worker_refuses_to_start_with_a_tampered_model(redis_server, model_copy,
         assert str(model_copy) in log and "pins" in log
     finally:
         workers.stop()
+
+
+def test_hostile_corpus_leaves_workers_alive_and_small(pool, store, mnist, tmp_path):
+    from .hostile import write_corpus
+
+    settings, workers = pool
+    expected = write_corpus(tmp_path / "corpus", mnist)
+    rows = run_job(pool, store, [tmp_path / "corpus"], tmp_path)
+    assert len(rows) == len(expected)
+    workers.check()  # still running
+    children = Path(f"/proc/{workers.proc.pid}/task/{workers.proc.pid}/children").read_text().split()
+    assert len(children) == 2
+    for pid in children:
+        status = Path(f"/proc/{pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+        rss_mb = int(line.split()[1]) / 1024
+        assert rss_mb < 300, f"pool process {pid} holds {rss_mb:.0f} MB"
