@@ -206,6 +206,8 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
 
     if out and not wait_:
         raise click.UsageError("--out needs --wait (or use `digitscan results JOB --out FILE`).")
+    if out:
+        jobs.check_results_path(out)
     settings = _settings(broker_url=broker)
     options = jobs.SubmitOptions(chunk_size=chunk_size or jobs.DEFAULT_CHUNK_SIZE,
                                  by_reference=by_reference)

@@ -94,7 +94,7 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         log.info("resuming %s at epoch %d of %d", config.resume, start_epoch + 1, config.epochs)
 
     augment_cfg = AugmentConfig() if config.augment else None
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator()
     result = None
     for epoch in range(start_epoch, config.epochs):
         generator.manual_seed(config.seed * 1000 + epoch)  # resumable shuffling

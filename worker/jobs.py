@@ -227,11 +227,17 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
                 time.sleep(poll_s)
 
 
-def write_results(store: ResultStore, job: str, out: str | Path) -> int:
-    """Write one line per image, in input order, as .jsonl or .csv; return the count."""
+def check_results_path(out: str | Path) -> Path:
+    """Refuse a results file name before any work is done, not after."""
     out = Path(out)
     if out.suffix not in (".jsonl", ".csv"):
         raise ConfigError(f"--out {out} must end in .jsonl or .csv.")
+    return out
+
+
+def write_results(store: ResultStore, job: str, out: str | Path) -> int:
+    """Write one line per image, in input order, as .jsonl or .csv; return the count."""
+    out = check_results_path(out)
     info = store.info(job)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")

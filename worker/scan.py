@@ -12,7 +12,15 @@ from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
 from worker.embedded import EmbeddedRedis, LocalWorkers
-from worker.jobs import Reconciler, SubmitOptions, connect, submit, wait, write_results
+from worker.jobs import (
+    Reconciler,
+    SubmitOptions,
+    check_results_path,
+    connect,
+    submit,
+    wait,
+    write_results,
+)
 from worker.model import resolve_providers
 from worker.settings import Settings
 
@@ -59,7 +67,8 @@ def score(out: Path) -> tuple[int, int, int]:
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
          broker: str | None = None, options: SubmitOptions = SubmitOptions(),
          progress: bool = True) -> ScanSummary:
-    # Fail before starting anything if the model or provider is not usable.
+    # Fail before starting anything if the output, model or provider is not usable.
+    check_results_path(out)
     verify_model_file(settings.model)
     resolve_providers(settings.provider)
     with contextlib.ExitStack() as stack:
