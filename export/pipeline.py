@@ -12,7 +12,6 @@ from pathlib import Path
 
 from digitscan.errors import ConfigError
 from digitscan.hashing import sha256_file
-from digitscan.modelcard import card_path_for
 from export.card import build_card, metadata_props, write_card
 from export.contract import DEFAULT_OPSET
 from export.onnx_export import check_graph, export_onnx, stamp_metadata
@@ -115,5 +114,3 @@ def validate_main(checkpoint: str, model_path: str, data: str,
                              mnist.test_labels, atol)
     return report.to_dict()
 
-
-__all__ = ["ExportConfig", "main", "validate_main", "card_path_for", "int8_path_for"]

@@ -20,7 +20,8 @@ def run(*args):
     (["evaluate", "missing.pt"], "checkpoint missing.pt does not exist"),
     (["export", "missing.pt", "--out", "x.onnx"], "checkpoint missing.pt does not exist"),
     (["export", "c.pt", "--out", "x.bin"], "--out must end in .onnx"),
-    (["scan", "nowhere/", "--out", "r.jsonl", "--model", "nope.onnx"], "model nope.onnx does not exist"),
+    (["scan", "README.md", "--out", "r.jsonl", "--model", "nope.onnx"], "model nope.onnx does not exist"),
+    (["scan", "nowhere/", "--out", "r.jsonl"], "input not found: nowhere/"),
     (["scan", "nowhere/", "--out", "results.txt"], "--out results.txt must end in .jsonl or .csv"),
     (["status", "0" * 32, "--broker", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
 ])

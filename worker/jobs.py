@@ -101,9 +101,10 @@ def publish(app, settings: Settings, chunk: Chunk) -> None:
 
 
 def submit(inputs: list[str], settings: Settings, options: SubmitOptions = SubmitOptions(),
-           store: ResultStore | None = None) -> Submitted:
-    """Split the inputs into chunks and enqueue them; return the job id at once."""
-    entries = find_entries(inputs)
+           store: ResultStore | None = None, entries: list[Entry] | None = None) -> Submitted:
+    """Split the inputs into chunks and enqueue them; return the job id at once.
+    ``entries``: ``find_entries(inputs)`` if the caller already checked the inputs."""
+    entries = find_entries(inputs) if entries is None else entries
     total = sum(count_items(e) for e in entries)
     if total == 0:
         raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
 from worker.embedded import EmbeddedRedis, LocalWorkers
+from worker.inputs import find_entries
 from worker.jobs import (
     Reconciler,
     SubmitOptions,
@@ -67,8 +68,9 @@ def score(out: Path) -> tuple[int, int, int]:
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
          broker: str | None = None, options: SubmitOptions = SubmitOptions(),
          progress: bool = True) -> ScanSummary:
-    # Fail before starting anything if the output, model or provider is not usable.
+    # Fail before starting anything if the output, inputs, model or provider is not usable.
     check_results_path(out)
+    entries = find_entries(inputs)
     verify_model_file(settings.model)
     resolve_providers(settings.provider)
     with contextlib.ExitStack() as stack:
@@ -82,7 +84,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
         pool.wait_ready()
         t0 = time.perf_counter()
-        job = submit(inputs, settings, options, store)
+        job = submit(inputs, settings, options, store, entries)
         reconciler = Reconciler(store, settings, job.job, inputs, options, job.total)
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
              repair_after=settings.repair_after)
