@@ -1,0 +1,27 @@
+"""Integration: int8 quantisation with onnxruntime, and the gate that accepts or refuses it."""
+
+import pytest
+
+from digitscan.errors import QuantizationError
+from digitscan.modelcard import verify_model_file
+from export.pipeline import ExportConfig, int8_path_for, main
+from export.quantize import check_int8
+
+pytestmark = pytest.mark.integration
+
+
+def test_int8_export_writes_its_own_card(mlp_run, mnist_root, tmp_path):
+    out = tmp_path / "mlp.onnx"
+    cards = main(ExportConfig(checkpoint=str(mlp_run / "checkpoint.pt"), out=str(out),
+                              data=str(mnist_root), quantize="int8"))
+    assert [c["variant"] for c in cards] == ["fp32", "int8"]
+    card = verify_model_file(int8_path_for(out))  # pinned like the fp32 model
+    assert card["parity"]["against"] == "mlp.onnx"
+    assert card["parity"]["argmax_agreement"] >= 0.995
+    assert int8_path_for(out).stat().st_size < out.stat().st_size / 2
+
+
+def test_the_gate_refuses_a_model_that_answers_differently(mlp_onnx, shipped_model, mnist):
+    """Test of the test: a different network is not an acceptable int8 of the MLP."""
+    with pytest.raises(QuantizationError, match="argmax agrees with fp32 on .* required"):
+        check_int8(mlp_onnx, shipped_model, mnist.test_images, mnist.test_labels, 0)
