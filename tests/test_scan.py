@@ -67,9 +67,12 @@ def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model):
 
     write_test_pngs(mnist, tmp_path / "png", limit=400)
     env = {**os.environ, "DIGITSCAN_TEST_DELAY_S": "1"}  # slow chunks: still running at ^C
+    # A shell that runs us in the background may have set SIGINT to "ignore", which the
+    # child would inherit; a person at a terminal has the default, so give it that.
     proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
                              "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     marker = f"scan-{proc.pid}@"
 
     def started() -> list[int]:
