@@ -207,3 +207,29 @@ def test_load_100k_images_exact_count_bounded_memory_linear_cost(tmp_path, mnist
     # Cost grows linearly: the 100k job runs at (nearly) the 10k job's rate. The bound is
     # looser than the benchmark's 10 % so that a noisy CI machine does not fail it.
     assert rates[10] >= 0.75 * rates[1]
+
+
+def test_lost_messages_are_recovered_by_status_repair(tmp_path, files, shipped_model):
+    import subprocess
+    import sys
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+        client = redis.Redis.from_url(server.url)
+        assert client.llen(settings.queue) == N_IMAGES // CHUNK
+        client.delete(settings.queue)  # every message lost before any worker took it
+        env = {**os.environ, **settings.to_env()}
+        out = subprocess.run([sys.executable, "-m", "digitscan.cli", "status", "--repair", job.job],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert f"re-sent {N_IMAGES // CHUNK} chunks" in out.stdout
+        assert client.llen(settings.queue) == N_IMAGES // CHUNK
+        pool = start_pool(settings, tmp_path / "w.log")
+        try:
+            wait(store, job.job, progress=False, timeout=120, check=pool.check)
+        finally:
+            pool.stop()
+        assert_exactly_once(store, job.job, N_IMAGES)
+        assert set(attempts(server, job.job).values()) == {1}

@@ -144,10 +144,11 @@ class Reconciler:
     @classmethod
     def for_job(cls, store: ResultStore, settings: Settings, job: str) -> Reconciler:
         info = store.info(job)
-        if info["inputs"] is None:
+        submission = store.submission(job)
+        if submission is None:
             raise JobError(f"job {job} has no recorded inputs; it cannot be repaired.")
-        return cls(store, settings, job, info["inputs"], SubmitOptions(**info["options"]),
-                   info["total"])
+        inputs, options = submission
+        return cls(store, settings, job, inputs, SubmitOptions(**options), info["total"])
 
     def due(self, info: dict | None, deadline_s: float) -> bool:
         """True when the job has had no new result for ``deadline_s`` seconds."""

@@ -169,27 +169,30 @@ class ResultStore:
         return bool(self.redis.exists(job_key(job)))
 
     def info(self, job: str) -> dict:
+        """Progress of ``job``. Reads only the counters: the inputs list can be large."""
         with self.redis.pipeline() as p:
-            p.hgetall(job_key(job))
+            p.hmget(job_key(job), ["total", "chunks", "created", "last"])
             p.hlen(results_key(job))
             p.hlen(errors_key(job))
             p.hlen(job_key(job, "dead"))
-            meta, done, errors, dead = p.execute()
-        if not meta:
+            (total, chunks, created, last), done, errors, dead = p.execute()
+        if total is None:
             raise JobError(f"job {job} is unknown (never submitted, its results expired, or Redis "
                            "lost it: a Redis without persistence forgets jobs when it restarts).")
-        meta = {k.decode(): v.decode() for k, v in meta.items()}
-        total = int(meta["total"])
-        last = float(meta.get("last", 0) or 0)
-        created = float(meta["created"])
+        total, created, last = int(total), float(created), float(last or 0)
         elapsed = (last if done >= total else time.time()) - created
         rate = done / elapsed if done and elapsed > 0 else 0.0
         eta = (total - done) / rate if rate else None
         return {"job": job, "total": total, "done": done, "errors": errors, "dead_chunks": dead,
-                "chunks": int(meta["chunks"]), "rate": rate, "eta_s": eta, "elapsed_s": elapsed,
-                "complete": done >= total, "last": last,
-                "inputs": json.loads(meta["inputs"]) if "inputs" in meta else None,
-                "options": json.loads(meta["options"]) if "options" in meta else None}
+                "chunks": int(chunks), "rate": rate, "eta_s": eta, "elapsed_s": elapsed,
+                "complete": done >= total, "last": last}
+
+    def submission(self, job: str) -> tuple[list[str], dict] | None:
+        """The inputs and options a job was submitted with, or None if not recorded."""
+        inputs, options = self.redis.hmget(job_key(job), ["inputs", "options"])
+        if inputs is None or options is None:
+            return None
+        return json.loads(inputs), json.loads(options)
 
     def iter_results(self, job: str, total: int) -> Iterator[dict]:
         """Result lines in item order, read in batches so memory stays flat."""
