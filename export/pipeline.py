@@ -17,7 +17,7 @@ from export.contract import DEFAULT_OPSET
 from export.onnx_export import check_graph, export_onnx, stamp_metadata
 from export.quantize import CALIBRATION_IMAGES, check_int8, quantize_int8
 from export.validate import ATOL_FOR_VALIDATION, validate_parity
-from trainer.checkpoint import load_model, read_checkpoint
+from trainer.checkpoint import load_model, model_from_state, read_checkpoint
 from trainer.data import load_mnist
 from trainer.models import count_parameters
 
@@ -63,7 +63,7 @@ def _install(part: Path, final: Path, card: dict) -> dict:
 def main(config: ExportConfig) -> list[dict]:
     """Export, validate and install; return the card(s) written."""
     state = read_checkpoint(config.checkpoint)
-    model = load_model(config.checkpoint)
+    model = model_from_state(state, config.checkpoint)
     ckpt_sha = sha256_file(config.checkpoint)
     mnist = load_mnist(config.data)
     out = Path(config.out)

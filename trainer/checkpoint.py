@@ -56,7 +56,11 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_model(path: str | Path) -> nn.Module:
     """The eval-mode module stored in a checkpoint, on the CPU."""
-    state = read_checkpoint(path)
+    return model_from_state(read_checkpoint(path), path)
+
+
+def model_from_state(state: dict, path: str | Path) -> nn.Module:
+    """The eval-mode module from a checkpoint dict already read by ``read_checkpoint``."""
     model = build_model(state["arch"], **state["model_args"])
     try:
         model.load_state_dict(state["model"])
