@@ -278,11 +278,15 @@ def ensure_mnist(root: str | Path, sources: Sequence[tuple[str, Callable[[Path],
 
 def load_mnist(root: str | Path, fetch: bool = True) -> Mnist:
     """Read MNIST from ``root`` (fetching it first unless ``fetch`` is False)."""
-    source = ensure_mnist(root) if fetch else "existing files"
-    if not fetch:
-        ok, why = _idx_files_ok(raw_dir(root))
-        if not ok:
-            raise DataError(f"MNIST not found under {root}: {why}. Run `digitscan data --root {root}`.")
+    if fetch:
+        source = ensure_mnist(root)
+    else:
+        try:
+            from_existing(Path(root))
+        except DataError as exc:
+            raise DataError(f"MNIST not found under {root}: {exc}. Run `digitscan data --root {root}`."
+                            ) from None
+        source = "existing files"
     d = raw_dir(root)
     return Mnist(
         train_images=read_idx(d / "train-images-idx3-ubyte"),
