@@ -65,7 +65,9 @@ def data(root: str, png_dir: str | None) -> None:
 @click.option("--epochs", type=int, default=None, help="Epochs (default: cnn 12, mlp 20).")
 @click.option("--batch-size", type=int, default=None, help="Batch size (default: cnn 128, mlp 64).")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate; one-cycle peak for cnn (default: cnn 3e-3, mlp 1e-3).")
+              help="Peak learning rate (default: cnn 3e-3, mlp 1e-3).")
+@click.option("--schedule", type=click.Choice(["onecycle", "constant"]), default=None,
+              help="Learning-rate schedule (default: onecycle; constant is the seed notebook's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
 @click.option("--out", default="runs/train", show_default=True, help="Output folder.")
@@ -76,15 +78,15 @@ def data(root: str, png_dir: str | None) -> None:
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue from this checkpoint.pt with its recipe.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
-def train(arch, epochs, batch_size, lr, seed, data_dir, out, device, augment, resume,
+def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, resume,
           no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
     from trainer.config import TrainConfig
     from trainer.train import main as train_main
 
-    config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                  data=data_dir, out=out, device=device, augment=augment,
-                                  resume=resume)
+    config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  schedule=schedule, seed=seed, data=data_dir, out=out,
+                                  device=device, augment=augment, resume=resume)
     metrics = train_main(config, progress=not no_progress)
     click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "

@@ -17,6 +17,7 @@ def run(*args):
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["train", "--arch", "resnet"], "Invalid value for '--arch'"),
+    (["train", "--schedule", "cosine"], "Invalid value for '--schedule'"),
     (["evaluate", "missing.pt"], "checkpoint missing.pt does not exist"),
     (["export", "missing.pt", "--out", "x.onnx"], "checkpoint missing.pt does not exist"),
     (["export", "c.pt", "--out", "x.bin"], "--out must end in .onnx"),
