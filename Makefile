@@ -47,6 +47,7 @@ bench: venv
 	$(BIN)/digitscan -q data --root $(DATA)
 	$(BIN)/python bench/train_bench.py --data $(DATA)
 	$(BIN)/python bench/export_bench.py --data $(DATA)
+	$(BIN)/python bench/provider_bench.py --data $(DATA)
 	$(BIN)/python bench/worker_bench.py --data $(DATA)
 
 clean:
