@@ -1,7 +1,8 @@
 """One epoch of the seed recipe (MLP, Adam 1e-3, batch 64), two ways, same data, same run:
 
 - seed: the notebook's own loop: torchvision MNIST + ToTensor + Normalize + DataLoader
-- digitscan: `trainer.engine.train_one_epoch` over uint8 tensors held in memory
+- digitscan: `trainer.engine.train_one_epoch` over uint8 tensors held in memory, with the
+  optimizer and one-cycle schedule that `digitscan train --arch mlp` uses
 
 Prints seconds per epoch for each, the ratio, and the test accuracy after the epoch.
 """
@@ -16,10 +17,11 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from trainer.config import TrainConfig
 from trainer.data import load_mnist
 from trainer.engine import evaluate, train_one_epoch
 from trainer.models import MLP
-from trainer.train import as_tensors, make_optimizer
+from trainer.train import as_tensors, make_optimizer, make_schedule
 
 
 def seed_epoch(root: str) -> float:
@@ -45,11 +47,13 @@ def digitscan_epoch(root: str) -> tuple[float, float]:
     mnist = load_mnist(root, fetch=False)
     x, y = as_tensors(mnist.train_images, mnist.train_labels, torch.device("cpu"))
     tx, ty = as_tensors(mnist.test_images, mnist.test_labels, torch.device("cpu"))
+    config = TrainConfig.for_arch("mlp", data=root)  # what `digitscan train --arch mlp` runs
     model = MLP()
-    optimizer = make_optimizer(model, 0.001)
+    optimizer = make_optimizer(model, config.lr)
+    scheduler = make_schedule(config, optimizer, -(-len(x) // config.batch_size))
     t0 = time.perf_counter()
-    train_one_epoch(model, optimizer, None, x, y, 64, torch.Generator().manual_seed(0), 1,
-                    progress=False)
+    train_one_epoch(model, optimizer, scheduler, x, y, config.batch_size,
+                    torch.Generator().manual_seed(0), 1, progress=False)
     seconds = time.perf_counter() - t0
     return seconds, evaluate(model, tx, ty).accuracy
 
@@ -58,7 +62,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="data", help="MNIST root (default: data)")
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed each way (default: 5)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both loops (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     seed_times, ours, accs = [], [], []
     for _ in range(args.repeats):  # interleaved, so drift hits both alike
