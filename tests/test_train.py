@@ -44,8 +44,13 @@ def test_resume_continues_from_the_next_epoch(mlp_run, mnist_root, tmp_path):
     metrics = main(replace(config, resume=str(mlp_run / "checkpoint.pt")), progress=False)
     assert len(metrics["epochs"]) == 1
     state = read_checkpoint(mlp_run / "checkpoint.pt")
-    # A one-cycle schedule is fixed to its total steps; a constant rate can be extended.
-    state["config"].update(epochs=2, schedule="constant")
+    # A one-cycle schedule is fixed to its total steps: lengthening it is a clear error ...
+    state["config"]["epochs"] = 2
+    torch.save(state, tmp_path / "two.pt")
+    with pytest.raises(ConfigError, match="laid out for 1; a one-cycle run cannot be lengthened"):
+        main(replace(config, resume=str(tmp_path / "two.pt")), progress=False)
+    # ... while a constant rate can be extended.
+    state["config"]["schedule"] = "constant"
     torch.save(state, tmp_path / "two.pt")
     metrics = main(replace(config, resume=str(tmp_path / "two.pt")), progress=False)
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]

@@ -87,7 +87,14 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("lr_scheduler"):
+            planned = scheduler.total_steps
             scheduler.load_state_dict(state["lr_scheduler"])
+            if scheduler.total_steps != planned:  # its epochs were changed after it was saved
+                raise ConfigError(
+                    f"{config.resume} asks for {config.epochs} epochs, but its one-cycle schedule "
+                    f"was laid out for {scheduler.total_steps // steps}; a one-cycle run cannot "
+                    "be lengthened. Train anew with more --epochs (or use --schedule constant)."
+                )
         start_epoch = state["epoch"] + 1
         history = list(state["metrics"].get("epochs", []))
         wall = state["metrics"].get("wall_seconds", 0.0)
