@@ -7,28 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import rate  # bench/timing.py: these scripts run as `python bench/NAME.py`
 
 from export.contract import INPUT_NAME
 from export.validate import cpu_session
 from trainer import load_model
 from trainer.data import load_mnist
-
-
-def rate(fn, batch: int, budget_s: float = 1.0, repeats: int = 5) -> float:
-    fn()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < budget_s / repeats:
-            fn()
-            n += batch
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
 
 
 def main() -> None:

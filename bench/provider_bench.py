@@ -1,7 +1,7 @@
 """The worker's classifier on each onnxruntime execution provider this machine offers.
 
 Classifies the MNIST test set with ``worker.model.Classifier`` (the worker's own session
-set-up) per provider: accuracy, images/s at a few batch sizes (median of 5), and agreement
+set-up) per provider: accuracy, images/s at a few batch sizes (median of 5 passes), and agreement
 with the CPU provider. On a machine without onnxruntime-gpu it measures CPU alone and shows
 what ``--provider cuda`` answers there.
 """
@@ -9,26 +9,14 @@ what ``--provider cuda`` answers there.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
+from timing import rate  # bench/timing.py: these scripts run as `python bench/NAME.py`
 
 from digitscan.errors import ProviderError
 from trainer.data import load_mnist
 from worker.model import Classifier, cores
-
-
-def throughput(clf: Classifier, images: np.ndarray, batch: int, repeats: int = 5) -> float:
-    n = min(len(images), max(batch * 8, 2048))
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for start in range(0, n, batch):
-            clf.predict(images[start : start + batch])
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
 
 
 def main() -> None:
@@ -52,7 +40,8 @@ def main() -> None:
             f", argmax agreement with cpu {100 * float((preds.argmax(1) == reference.argmax(1)).mean()):.2f}%"
             f", max |d probs| {float(np.abs(preds - reference).max()):.1e}")
         reference = preds if reference is None else reference
-        rates = ", ".join(f"batch {b}: {throughput(clf, images, b):,.0f}/s" for b in (1, 256, 1024))
+        rates = ", ".join(f"batch {b}: {rate(lambda b=b, c=clf: c.predict(images[:b]), b):,.0f}/s"
+                          for b in (1, 256, 1024))
         print(f"--provider {provider} {clf.providers}: accuracy "
               f"{100 * float((preds.argmax(1) == labels).mean()):.2f}%{agree}; {rates}")
 
