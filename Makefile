@@ -45,10 +45,10 @@ model: venv
 
 bench: venv
 	$(BIN)/digitscan -q data --root $(DATA)
-	$(BIN)/python bench/train_bench.py --data $(DATA)
-	$(BIN)/python bench/export_bench.py --data $(DATA)
-	$(BIN)/python bench/provider_bench.py --data $(DATA)
-	$(BIN)/python bench/worker_bench.py --data $(DATA)
+	$(BIN)/python -m bench.train_bench --data $(DATA)
+	$(BIN)/python -m bench.export_bench --data $(DATA)
+	$(BIN)/python -m bench.provider_bench --data $(DATA)
+	$(BIN)/python -m bench.worker_bench --data $(DATA)
 
 clean:
 	rm -rf $(DEMO) runs build *.egg-info .pytest_cache .ruff_cache

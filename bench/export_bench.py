@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 
 import torch
-from timing import rate  # bench/timing.py: these scripts run as `python bench/NAME.py`
 
-from export.contract import INPUT_NAME
-from export.validate import cpu_session
-from trainer import load_model
-from trainer.data import load_mnist
+from bench.timing import rate
+from digitscan.export.contract import INPUT_NAME
+from digitscan.export.validate import cpu_session
+from digitscan.trainer import load_model
+from digitscan.trainer.data import load_mnist
 
 
 def main() -> None:

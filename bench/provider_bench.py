@@ -12,11 +12,11 @@ import argparse
 
 import numpy as np
 import onnxruntime as ort
-from timing import rate  # bench/timing.py: these scripts run as `python bench/NAME.py`
 
+from bench.timing import rate
 from digitscan.errors import ProviderError
-from trainer.data import load_mnist
-from worker.model import Classifier, cores
+from digitscan.trainer.data import load_mnist
+from digitscan.worker.model import Classifier, cores
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from torch import nn, optim
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from trainer.config import TrainConfig
-from trainer.data import load_mnist
-from trainer.engine import evaluate, train_one_epoch
-from trainer.models import MLP
-from trainer.train import as_tensors, make_optimizer, make_schedule
+from digitscan.trainer.config import TrainConfig
+from digitscan.trainer.data import load_mnist
+from digitscan.trainer.engine import evaluate, train_one_epoch
+from digitscan.trainer.models import MLP
+from digitscan.trainer.train import as_tensors, make_optimizer, make_schedule
 
 
 def seed_epoch(root: str) -> float:

@@ -19,21 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import load_mnist
-from trainer.pngs import write_test_pngs
-from worker.embedded import EmbeddedRedis, LocalWorkers
-from worker.imaging import prepare
-from worker.jobs import SubmitOptions, submit, wait
-from worker.scan import scan
-from worker.settings import Settings
-from worker.store import ResultStore
+from digitscan.trainer.data import load_mnist
+from digitscan.trainer.pngs import write_test_pngs
+from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
+from digitscan.worker.imaging import prepare
+from digitscan.worker.jobs import SubmitOptions, submit, wait
+from digitscan.worker.scan import scan
+from digitscan.worker.settings import Settings
+from digitscan.worker.store import ResultStore
 
 _clf = None
 
 
 def _init(model: str) -> None:
     global _clf
-    from worker.model import Classifier
+    from digitscan.worker.model import Classifier
 
     _clf = Classifier(model, "cpu", threads=1)
     _clf.warm_up()

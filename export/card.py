@@ -12,9 +12,9 @@ import onnxruntime
 import torch
 
 import digitscan
+from digitscan.export.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
 from digitscan.hashing import sha256_file
 from digitscan.modelcard import CARD_FORMAT, card_path_for
-from export.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
 
 
 def metadata_props(*, arch: str, checkpoint_sha256: str, test_accuracy: float,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.models import MNIST_MEAN, MNIST_STD
+from digitscan.trainer.models import MNIST_MEAN, MNIST_STD
 
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = ("logits", "probs")

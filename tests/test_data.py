@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitscan.errors import ChecksumError, DataError
-from trainer import data
+from digitscan.trainer import data
 
 
 def test_idx_round_trip(tmp_path):

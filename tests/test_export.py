@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from digitscan.errors import ExportError, ParityError
+from digitscan.export.contract import INPUT_NAME, OUTPUT_NAMES
+from digitscan.export.onnx_export import check_graph
+from digitscan.export.pipeline import ExportConfig, main
+from digitscan.export.validate import ATOL_FOR_VALIDATION, cpu_session, validate_parity
 from digitscan.hashing import sha256_file
-from export.contract import INPUT_NAME, OUTPUT_NAMES
-from export.onnx_export import check_graph
-from export.pipeline import ExportConfig, main
-from export.validate import ATOL_FOR_VALIDATION, cpu_session, validate_parity
-from trainer import load_model
-from trainer.checkpoint import read_checkpoint
+from digitscan.trainer import load_model
+from digitscan.trainer.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import pytest
 import redis
 from PIL import Image
 
-from worker.embedded import EmbeddedRedis, LocalWorkers
-from worker.jobs import Reconciler, SubmitOptions, submit, wait
-from worker.settings import Settings
-from worker.store import ResultStore, job_key
+from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
+from digitscan.worker.jobs import Reconciler, SubmitOptions, submit, wait
+from digitscan.worker.settings import Settings
+from digitscan.worker.store import ResultStore, job_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_IMAGES = 240
@@ -187,7 +187,7 @@ def test_poison_chunk_is_dead_lettered_and_the_rest_completes(tmp_path, files, s
 
 def test_load_100k_images_exact_count_bounded_memory_linear_cost(tmp_path, mnist, shipped_model):
     """The MNIST test set ten times (100,000 images) through 2 workers, after a 10,000 run."""
-    from trainer.pngs import write_test_pngs
+    from digitscan.trainer.pngs import write_test_pngs
 
     write_test_pngs(mnist, tmp_path / "png")
     with EmbeddedRedis(tmp_path / "redis") as server:

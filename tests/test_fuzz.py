@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from digitscan.errors import ImageError
-from worker.imaging import Limits, prepare
+from digitscan.worker.imaging import Limits, prepare
 
 LIMITS = Limits(max_pixels=4_000_000, timeout_s=5.0)
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
-from worker.imaging import Limits, decode, normalize, prepare
-from worker.model import Classifier
+from digitscan.worker.imaging import Limits, decode, normalize, prepare
+from digitscan.worker.model import Classifier
 
 from .formcells import form_cell, form_cells
 

@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from digitscan.errors import InputError
-from worker.inputs import count_items, find_entries, read_items
+from digitscan.worker.inputs import count_items, find_entries, read_items
 
 
 def items(inputs, max_bytes=1 << 20, by_reference=False):

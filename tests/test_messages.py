@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from worker.messages import Chunk, Item, MalformedMessage
+from digitscan.worker.messages import Chunk, Item, MalformedMessage
 
 JOB = "0123456789abcdef0123456789abcdef"
 

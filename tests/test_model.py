@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitscan.errors import ModelError, ProviderError
-from worker.model import Classifier, resolve_providers
+from digitscan.worker.model import Classifier, resolve_providers
 
 
 def test_auto_prefers_cuda_only_when_offered():

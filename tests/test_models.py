@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from digitscan.errors import ConfigError
-from trainer.models import DEFAULT_MODEL_ARGS, MNIST_MEAN, MNIST_STD, Normalize, build_model
+from digitscan.trainer.models import DEFAULT_MODEL_ARGS, MNIST_MEAN, MNIST_STD, Normalize, build_model
 
 
 @pytest.mark.parametrize("arch", ["cnn", "mlp"])

@@ -3,9 +3,9 @@
 import pytest
 
 from digitscan.errors import QuantizationError
+from digitscan.export.pipeline import ExportConfig, int8_path_for, main
+from digitscan.export.quantize import check_int8
 from digitscan.modelcard import verify_model_file
-from export.pipeline import ExportConfig, int8_path_for, main
-from export.quantize import check_int8
 
 pytestmark = pytest.mark.integration
 

@@ -44,7 +44,7 @@ def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist,
 
 
 def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
-    from trainer.pngs import write_test_pngs
+    from digitscan.trainer.pngs import write_test_pngs
 
     write_test_pngs(mnist, tmp_path / "png", limit=300)
     out = tmp_path / "r.csv"
@@ -63,7 +63,7 @@ def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model):
     import signal
     import time
 
-    from trainer.pngs import write_test_pngs
+    from digitscan.trainer.pngs import write_test_pngs
 
     write_test_pngs(mnist, tmp_path / "png", limit=400)
     env = {**os.environ, "DIGITSCAN_TEST_DELAY_S": "1"}  # slow chunks: still running at ^C

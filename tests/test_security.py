@@ -17,9 +17,9 @@ import pytest
 import redis
 from PIL import Image
 
-from worker.embedded import EmbeddedRedis, LocalWorkers, free_port
-from worker.jobs import SubmitOptions, connect, submit, wait
-from worker.settings import Settings
+from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers, free_port
+from digitscan.worker.jobs import SubmitOptions, connect, submit, wait
+from digitscan.worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-Pa55word"

@@ -1,8 +1,8 @@
 import pytest
 
 from digitscan.errors import ConfigError
-from worker.celeryconfig import celery_config
-from worker.settings import Settings, redact
+from digitscan.worker.celeryconfig import celery_config
+from digitscan.worker.settings import Settings, redact
 
 
 def test_environment_overrides_defaults_and_arguments_override_both():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from digitscan.export.validate import cpu_session, run_onnx
 from digitscan.modelcard import verify_model_file
-from export.validate import cpu_session, run_onnx
 
 MODELS = ["digits.onnx", "digits.int8.onnx"]
 

@@ -4,7 +4,7 @@ import pytest
 import redis
 
 from digitscan.errors import JobError
-from worker.store import ResultStore, errors_key, job_key, results_key
+from digitscan.worker.store import ResultStore, errors_key, job_key, results_key
 
 pytestmark = pytest.mark.integration
 JOB = "f" * 32

@@ -10,10 +10,10 @@ from PIL import Image
 
 from digitscan.cli import main as cli
 from digitscan.errors import CheckpointError, ConfigError
-from trainer import load_model
-from trainer.checkpoint import read_checkpoint
-from trainer.config import TrainConfig
-from trainer.train import evaluate_checkpoint, main
+from digitscan.trainer import load_model
+from digitscan.trainer.checkpoint import read_checkpoint
+from digitscan.trainer.config import TrainConfig
+from digitscan.trainer.train import evaluate_checkpoint, main
 
 pytestmark = pytest.mark.integration
 

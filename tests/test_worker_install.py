@@ -19,7 +19,8 @@ def test_worker_extra_declares_no_torch():
 
 def test_worker_modules_never_import_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import worker.app, worker.tasks, worker.jobs, worker.scan, worker.model, worker.imaging\n"
+            "import digitscan.worker.app, digitscan.worker.tasks, digitscan.worker.jobs\n"
+            "import digitscan.worker.scan, digitscan.worker.model, digitscan.worker.imaging\n"
             "import digitscan.cli; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "ok", out.stderr
@@ -41,7 +42,7 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
     size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 1e6
     assert size_mb < 400, f"worker venv is {size_mb:.0f} MB"
 
-    from trainer.pngs import write_test_pngs
+    from digitscan.trainer.pngs import write_test_pngs
 
     write_test_pngs(mnist, tmp_path / "png", limit=100)
     out = tmp_path / "r.jsonl"

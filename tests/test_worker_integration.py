@@ -14,11 +14,11 @@ import pytest
 import redis
 from PIL import Image
 
-from worker.celeryconfig import TASK_NAME
-from worker.embedded import LocalWorkers
-from worker.jobs import SubmitOptions, submit, wait, write_results
-from worker.settings import Settings
-from worker.store import ResultStore
+from digitscan.worker.celeryconfig import TASK_NAME
+from digitscan.worker.embedded import LocalWorkers
+from digitscan.worker.jobs import SubmitOptions, submit, wait, write_results
+from digitscan.worker.settings import Settings
+from digitscan.worker.store import ResultStore
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, t
         def __reduce__(self):
             return (open, (str(canary), "w"))
 
-    from worker.app import make_app
+    from digitscan.worker.app import make_app
 
     make_app(settings).send_task(TASK_NAME, args=[Canary()], serializer="pickle",
                                  queue=settings.queue)
@@ -137,7 +137,7 @@ def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, t
 
 def test_malformed_json_message_is_dropped_not_retried(pool, store, digits_dir, tmp_path):
     settings, workers = pool
-    from worker.app import make_app
+    from digitscan.worker.app import make_app
 
     make_app(settings).send_task(TASK_NAME, args=[{"v": 1, "job": "nope"}], queue=settings.queue)
     deadline = time.monotonic() + 30

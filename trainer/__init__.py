@@ -9,6 +9,6 @@ from __future__ import annotations
 
 def load_model(path):
     """The eval-mode module stored in a checkpoint (see ``trainer.checkpoint``)."""
-    from trainer.checkpoint import load_model as _load
+    from digitscan.trainer.checkpoint import load_model as _load
 
     return _load(path)

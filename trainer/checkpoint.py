@@ -13,7 +13,7 @@ from torch import nn
 
 import digitscan
 from digitscan.errors import CheckpointError
-from trainer.models import build_model
+from digitscan.trainer.models import build_model
 
 REQUIRED_KEYS = ("model", "arch", "model_args", "epoch", "config", "metrics")
 

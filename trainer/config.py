@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from digitscan.errors import ConfigError
-from trainer.models import DEFAULT_MODEL_ARGS, check_arch
+from digitscan.trainer.models import DEFAULT_MODEL_ARGS, check_arch
 
 # Defaults per arch. The CNN's produce the model that ships (models/digits.pt);
 # the MLP's are the seed notebook's recipe: Adam, lr 1e-3, batch 64, 20 epochs, no augmentation.

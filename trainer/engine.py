@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from trainer.augment import AugmentConfig, augment
+from digitscan.trainer.augment import AugmentConfig, augment
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from trainer.data import Mnist
+from digitscan.trainer.data import Mnist
 
 
 def write_test_pngs(mnist: Mnist, out: str | Path, limit: int | None = None) -> int:

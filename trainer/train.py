@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from digitscan.errors import ConfigError
-from trainer import plots
-from trainer.augment import AugmentConfig
-from trainer.checkpoint import load_model, read_checkpoint, save_checkpoint
-from trainer.config import TrainConfig
-from trainer.data import Mnist, load_mnist
-from trainer.engine import evaluate, train_one_epoch
-from trainer.models import build_model, count_parameters
+from digitscan.trainer import plots
+from digitscan.trainer.augment import AugmentConfig
+from digitscan.trainer.checkpoint import load_model, read_checkpoint, save_checkpoint
+from digitscan.trainer.config import TrainConfig
+from digitscan.trainer.data import Mnist, load_mnist
+from digitscan.trainer.engine import evaluate, train_one_epoch
+from digitscan.trainer.models import build_model, count_parameters
 
 log = logging.getLogger(__name__)
 

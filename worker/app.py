@@ -1,4 +1,4 @@
-"""The Celery app. ``celery -A worker.app worker`` and ``digitscan worker`` both start here.
+"""The Celery app. ``celery -A digitscan.worker.app worker`` and ``digitscan worker`` both start here.
 
 Settings come from ``DIGITSCAN_*`` variables (see ``worker.settings``). The model is
 checked against its card in the parent at start-up (cheap: a sha256), but loaded only
@@ -11,8 +11,8 @@ import logging
 
 from celery import Celery, bootsteps, signals
 
-from worker.celeryconfig import celery_config
-from worker.settings import Settings
+from digitscan.worker.celeryconfig import celery_config
+from digitscan.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def make_app(settings: Settings) -> Celery:
 
 settings = Settings.from_env()
 app = make_app(settings)
-app.conf.include = ["worker.tasks"]
+app.conf.include = ["digitscan.worker.tasks"]
 
 
 class VerifyModel(bootsteps.StartStopStep):
@@ -39,7 +39,7 @@ class VerifyModel(bootsteps.StartStopStep):
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         from digitscan.modelcard import verify_model_file
-        from worker.model import resolve_providers
+        from digitscan.worker.model import resolve_providers
 
         card = verify_model_file(settings.model)
         resolve_providers(settings.provider)
@@ -51,6 +51,6 @@ app.steps["worker"].add(VerifyModel)
 
 @signals.worker_process_init.connect
 def load_model_in_child(**_):
-    from worker.tasks import classify_chunk_task
+    from digitscan.worker.tasks import classify_chunk_task
 
     classify_chunk_task.classifier  # noqa: B018 - loads and warms up before taking work

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.settings import Settings
+from digitscan.worker.settings import Settings
 
 TASK_NAME = "digitscan.classify_chunk"
 
@@ -27,7 +27,7 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         # DIGITSCAN_CONCURRENCY is also what sizes each process's onnxruntime threads, so a
-        # plain `celery -A worker.app worker` uses it too (0: Celery's default, the cores).
+        # plain `celery -A digitscan.worker.app worker` uses it too (0: Celery's default, the cores).
         **({"worker_concurrency": settings.concurrency} if settings.concurrency else {}),
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": max(1, settings.task_time_limit - 10),

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from digitscan.errors import ImageError, ImageTooLarge, UnreadableImage
-from worker.imaging import Limits, prepare
-from worker.messages import Chunk
+from digitscan.worker.imaging import Limits, prepare
+from digitscan.worker.messages import Chunk
 
 
 def read_path(path: str, limits: Limits) -> bytes:

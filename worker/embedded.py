@@ -118,7 +118,7 @@ class LocalWorkers:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalWorkers:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", "digitscan.worker.app", "worker",
                "--concurrency", str(self.concurrency), "--pool", "prefork",
                "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
                "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from worker.messages import Chunk
+from digitscan.worker.messages import Chunk
 
 log = logging.getLogger(__name__)
 

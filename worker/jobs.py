@@ -16,12 +16,12 @@ import redis
 from tqdm import tqdm
 
 from digitscan.errors import BrokerError, ConfigError, JobError
-from worker.app import make_app
-from worker.celeryconfig import TASK_NAME
-from worker.inputs import Entry, count_items, find_entries, read_items
-from worker.messages import Chunk, Item
-from worker.settings import Settings, redact
-from worker.store import ResultStore
+from digitscan.worker.app import make_app
+from digitscan.worker.celeryconfig import TASK_NAME
+from digitscan.worker.inputs import Entry, count_items, find_entries, read_items
+from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.settings import Settings, redact
+from digitscan.worker.store import ResultStore
 
 log = logging.getLogger(__name__)
 

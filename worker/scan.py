@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
-from worker.embedded import EmbeddedRedis, LocalWorkers
-from worker.inputs import find_entries
-from worker.jobs import (
+from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
+from digitscan.worker.inputs import find_entries
+from digitscan.worker.jobs import (
     Reconciler,
     SubmitOptions,
     check_results_path,
@@ -22,8 +22,8 @@ from worker.jobs import (
     wait,
     write_results,
 )
-from worker.model import resolve_providers
-from worker.settings import Settings
+from digitscan.worker.model import resolve_providers
+from digitscan.worker.settings import Settings
 
 
 @dataclass(frozen=True)

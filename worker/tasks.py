@@ -6,13 +6,13 @@ import redis
 from celery import Task
 from celery.utils.log import get_task_logger
 
-from worker import faults
-from worker.app import app, settings
-from worker.celeryconfig import TASK_NAME
-from worker.classify import classify_chunk, result_line
-from worker.imaging import Limits
-from worker.messages import Chunk, MalformedMessage
-from worker.store import ResultStore
+from digitscan.worker import faults
+from digitscan.worker.app import app, settings
+from digitscan.worker.celeryconfig import TASK_NAME
+from digitscan.worker.classify import classify_chunk, result_line
+from digitscan.worker.imaging import Limits
+from digitscan.worker.messages import Chunk, MalformedMessage
+from digitscan.worker.store import ResultStore
 
 log = get_task_logger(__name__)
 
@@ -26,7 +26,7 @@ class ChunkTask(Task):
     @property
     def classifier(self):
         if self._classifier is None:
-            from worker.model import Classifier, default_threads
+            from digitscan.worker.model import Classifier, default_threads
 
             threads = settings.threads or default_threads(settings.concurrency or 0)
             clf = Classifier(settings.model, settings.provider, threads)
