@@ -13,13 +13,17 @@
     ├── InputError                 a job input (file, folder, archive) is unusable
     ├── BrokerError                Redis cannot be reached or misbehaves
     ├── JobError                   a job id is unknown or a job could not complete
+    ├── MalformedMessage           a chunk message that is not ours: logged, dropped, never retried
     └── ImageError                 one image cannot be classified; becomes its error result
-        ├── UnsupportedFormat
+        ├── UnsupportedFormat          (each kind's ``kind`` is the prefix of its result's error)
         ├── CorruptImage
         ├── ImageTooLarge
         ├── BlankImage
         ├── UnreadableImage
-        └── ImageTimeout
+        ├── ImageTimeout
+        ├── CorruptArchive
+        ├── EmptyArchive
+        └── DeadLettered           its chunk killed its worker on every delivery
 
 Messages name the bad value, what was expected and what to do.
 """
@@ -79,6 +83,10 @@ class JobError(DigitscanError):
     pass
 
 
+class MalformedMessage(DigitscanError):
+    pass
+
+
 class ImageError(DigitscanError):
     """One image could not be read; ``kind`` is the short reason put in its result."""
 
@@ -111,3 +119,15 @@ class UnreadableImage(ImageError):
 
 class ImageTimeout(ImageError):
     kind = "image took too long"
+
+
+class CorruptArchive(ImageError):
+    kind = "corrupt archive"
+
+
+class EmptyArchive(ImageError):
+    kind = "empty archive"
+
+
+class DeadLettered(ImageError):
+    kind = "dead-lettered"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import onnx
@@ -12,7 +12,8 @@ import onnxruntime
 import torch
 
 import digitscan
-from digitscan.export.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
+from digitscan.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
+from digitscan.files import replacing
 from digitscan.hashing import sha256_file
 from digitscan.modelcard import CARD_FORMAT, card_path_for
 
@@ -63,14 +64,13 @@ def build_card(model_path: str | Path, *, checkpoint: str | Path, checkpoint_sha
         "parity": parity,
         "checkpoint": Path(checkpoint).name,
         "checkpoint_sha256": checkpoint_sha256,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
 
 
 def write_card(model_path: str | Path, card: dict) -> Path:
     path = card_path_for(model_path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(path)
+    with replacing(path) as part:
+        part.write_text(json.dumps(card, indent=2) + "\n")
     return path

@@ -9,8 +9,8 @@ import onnx
 import torch
 from torch import nn
 
+from digitscan.contract import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES
 from digitscan.errors import ExportError
-from digitscan.export.contract import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from digitscan.errors import ConfigError
 from digitscan.export.card import build_card, metadata_props, write_card
-from digitscan.export.contract import DEFAULT_OPSET
 from digitscan.export.onnx_export import check_graph, export_onnx, stamp_metadata
 from digitscan.export.quantize import CALIBRATION_IMAGES, check_int8, quantize_int8
 from digitscan.export.validate import ATOL_FOR_VALIDATION, validate_parity
+from digitscan.files import replacing
 from digitscan.hashing import sha256_file
 from digitscan.trainer.checkpoint import load_model, model_from_state, read_checkpoint
 from digitscan.trainer.data import load_mnist
@@ -38,9 +39,9 @@ class ExportConfig:
             raise ConfigError(f"--out must end in .onnx, got {self.out!r}.")
         if self.quantize not in (None, "int8"):
             raise ConfigError(f"Invalid --quantize {self.quantize!r}. Only int8 is supported.")
-        if not 13 <= self.opset <= 23:
-            raise ConfigError(f"--opset {self.opset} is out of range; use 13 to 23 (default "
-                              f"{DEFAULT_OPSET}).")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ConfigError(f"--opset {self.opset} is out of range; use {MIN_OPSET} to "
+                              f"{MAX_OPSET} (default {DEFAULT_OPSET}).")
 
 
 def int8_path_for(out: str | Path) -> Path:
@@ -48,14 +49,9 @@ def int8_path_for(out: str | Path) -> Path:
     return out.with_name(out.stem + ".int8.onnx")
 
 
-def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
-
-
-def _install(part: Path, final: Path, card: dict) -> dict:
-    """Move a validated file into place and write its card (card last: it vouches for it)."""
+def _install(final: Path, card: dict) -> dict:
+    """Write the card of a file just moved into place (card last: it vouches for the file)."""
     card = {**card, "file": final.name}
-    part.replace(final)
     write_card(final, card)
     return card
 
@@ -68,9 +64,8 @@ def main(config: ExportConfig) -> list[dict]:
     mnist = load_mnist(config.data)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = _part(out)
     cards = []
-    try:
+    with replacing(out) as part:
         log.info("exporting %s (opset %d)", config.checkpoint, config.opset)
         export_onnx(model, part, config.opset)
         check_graph(part)
@@ -84,25 +79,18 @@ def main(config: ExportConfig) -> list[dict]:
                       parameters=count_parameters(model))
         card = build_card(part, variant="fp32", test_accuracy=report.onnx_accuracy,
                           parity=report.to_dict(), **common)
-        cards.append(_install(part, out, card))
+    cards.append(_install(out, card))
 
-        if config.quantize == "int8":
-            q_out = int8_path_for(out)
-            q_part = _part(q_out)
-            try:
-                quantize_int8(out, q_part, mnist.train_images[:CALIBRATION_IMAGES])
-                q = check_int8(out, q_part, mnist.test_images, mnist.test_labels,
-                               CALIBRATION_IMAGES)
-                stamp_metadata(q_part, metadata_props(
-                    arch=state["arch"], checkpoint_sha256=ckpt_sha,
-                    test_accuracy=q.int8_accuracy, variant="int8"))
-                q_card = build_card(q_part, variant="int8", test_accuracy=q.int8_accuracy,
-                                    parity={"against": out.name, **q.to_dict()}, **common)
-                cards.append(_install(q_part, q_out, q_card))
-            finally:
-                q_part.unlink(missing_ok=True)
-    finally:
-        part.unlink(missing_ok=True)
+    if config.quantize == "int8":
+        q_out = int8_path_for(out)
+        with replacing(q_out) as q_part:
+            quantize_int8(out, q_part, mnist.train_images[:CALIBRATION_IMAGES])
+            q = check_int8(out, q_part, mnist.test_images, mnist.test_labels, CALIBRATION_IMAGES)
+            stamp_metadata(q_part, metadata_props(arch=state["arch"], checkpoint_sha256=ckpt_sha,
+                                                  test_accuracy=q.int8_accuracy, variant="int8"))
+            q_card = build_card(q_part, variant="int8", test_accuracy=q.int8_accuracy,
+                                parity={"against": out.name, **q.to_dict()}, **common)
+        cards.append(_install(q_out, q_card))
     return cards
 
 

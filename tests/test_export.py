@@ -7,11 +7,12 @@ import onnx
 import pytest
 import torch
 
-from digitscan.errors import ExportError, ParityError
-from digitscan.export.contract import INPUT_NAME, OUTPUT_NAMES
+from digitscan.contract import INPUT_NAME, OUTPUT_NAMES
+from digitscan.errors import ConfigError, ExportError, ParityError
 from digitscan.export.onnx_export import check_graph
 from digitscan.export.pipeline import ExportConfig, main
-from digitscan.export.validate import ATOL_FOR_VALIDATION, cpu_session, validate_parity
+from digitscan.export.runtime import cpu_session
+from digitscan.export.validate import ATOL_FOR_VALIDATION, validate_parity
 from digitscan.hashing import sha256_file
 from digitscan.trainer import load_model
 from digitscan.trainer.checkpoint import read_checkpoint
@@ -93,7 +94,8 @@ def test_check_graph_rejects_a_float_input_model(tmp_path):
     ({"out": "x.pt"}, "must end in .onnx"),
     ({"quantize": "int4"}, "Only int8"),
     ({"opset": 7}, "out of range"),
+    ({"opset": 14}, "use 18 to 23"),  # torch writes 18 whatever it is asked for: refused
 ])
 def test_bad_export_options(kwargs, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(ConfigError, match=message):
         ExportConfig(**{"checkpoint": "c.pt", "out": "x.onnx", **kwargs})

