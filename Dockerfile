@@ -1,5 +1,6 @@
 # Two images from one file:
-#   worker  - slim: onnxruntime, celery, redis, Pillow; no torch (docker compose up)
+#   worker  - slim: onnxruntime, celery, redis, Pillow; no torch, and no trainer or exporter
+#             code (docker/worker-only.py removes them after the install)
 #   trainer - everything, for `docker compose --profile train run train`
 FROM python:3.11-slim AS base
 WORKDIR /app
@@ -9,9 +10,11 @@ COPY digitscan ./digitscan
 COPY trainer ./trainer
 COPY export ./export
 COPY worker ./worker
+COPY docker ./docker
 
 FROM base AS worker
-RUN pip install '.[worker]' && useradd --uid 1000 --no-create-home digitscan
+RUN pip install '.[worker]' && python docker/worker-only.py \
+    && useradd --uid 1000 --no-create-home digitscan
 USER digitscan
 ENV DIGITSCAN_MODEL=/models/digits.onnx
 ENTRYPOINT []

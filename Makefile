@@ -18,7 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'
 	touch $@
 
+# Lint, then the whole suite: what CI runs.
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/digitscan -q data --root $(DATA)
 	$(BIN)/python -m pytest
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from bench.timing import rate
-from digitscan.export.contract import INPUT_NAME
-from digitscan.export.validate import cpu_session
+from digitscan.contract import INPUT_NAME
+from digitscan.export.runtime import cpu_session
 from digitscan.trainer import load_model
 from digitscan.trainer.data import load_mnist
 

@@ -7,7 +7,12 @@ out=${1:?usage: bench/gpu_check.sh OUTDIR}
 py=${PYTHON:-python3}
 work=$(mktemp -d)
 mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+# No install here (no network on a GPU host): lay out the digitscan namespace as pip would
+# (worker/, trainer/, export/ as digitscan.worker, ...) with symlinks into this checkout.
+mkdir -p "$work/pkg/digitscan"
+ln -s "$PWD"/digitscan/*.py "$work/pkg/digitscan/"
+for stage in worker trainer export; do ln -s "$PWD/$stage" "$work/pkg/digitscan/$stage"; done
+export PYTHONPATH=$work/pkg:$PWD PYTHONUNBUFFERED=1
 ds() { "$py" -c 'from digitscan.cli import main; main()' "$@"; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -21,7 +26,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ds train --device cuda --out "$work/cnn" --no-progress
 ds train --arch mlp --device cuda --out "$work/mlp" --no-progress
 ds export "$work/cnn/checkpoint.pt" --out "$work/cnn.onnx"
-"$py" bench/provider_bench.py --model "$work/cnn.onnx"
+"$py" -m bench.provider_bench --model "$work/cnn.onnx"
 cp "$work/cnn/metrics.json" "$out/cnn_metrics.json"
 cp "$work/mlp/metrics.json" "$out/mlp_metrics.json"
 cp "$work/cnn.json" "$out/cnn_card.json"

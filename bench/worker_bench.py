@@ -21,11 +21,11 @@ import numpy as np
 
 from digitscan.trainer.data import load_mnist
 from digitscan.trainer.pngs import write_test_pngs
+from digitscan.worker.client import submit, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
 from digitscan.worker.imaging import prepare
-from digitscan.worker.jobs import SubmitOptions, submit, wait
 from digitscan.worker.scan import scan
-from digitscan.worker.settings import Settings
+from digitscan.worker.settings import Settings, SubmitOptions
 from digitscan.worker.store import ResultStore
 
 _clf = None

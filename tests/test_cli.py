@@ -2,16 +2,19 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from digitscan.cli import main
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "digitscan.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=ROOT)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -25,6 +28,8 @@ def run(*args):
     (["scan", "nowhere/", "--out", "r.jsonl"], "input not found: nowhere/"),
     (["scan", "nowhere/", "--out", "results.txt"], "--out results.txt must end in .jsonl or .csv"),
     (["status", "0" * 32, "--broker", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
+    (["scan", "README.md", "--out", "r.jsonl", "--chunk-size", "0"], "--chunk-size must be >= 1, got 0"),
+    (["export", "c.pt", "--out", "x.onnx", "--opset", "14"], "14 is not in the range 18<=x<=23"),
 ])
 def test_expected_failures_are_one_clear_line(args, message):
     result = run(*args)
@@ -45,8 +50,38 @@ def test_submit_with_missing_inputs_submits_nothing(tmp_path):
     assert "input not found" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_help_lists_every_command():
-    out = CliRunner().invoke(main, ["--help"]).output
-    for name in ("data", "train", "evaluate", "export", "validate", "worker", "submit", "status",
-                 "results", "scan"):
-        assert name in out
+COMMANDS = ("data", "train", "evaluate", "export", "validate", "worker", "submit", "status",
+            "results", "scan")
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_exists_and_answers_help(name):
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: main {name} ")
+
+
+def test_no_unlisted_commands():
+    assert sorted(main.commands) == sorted(COMMANDS)
+
+
+def test_recipe_defaults_in_help_come_from_the_recipes():
+    from digitscan.trainer.config import ARCH_DEFAULTS
+
+    out = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    assert f"cnn {ARCH_DEFAULTS['cnn']['epochs']}, mlp {ARCH_DEFAULTS['mlp']['epochs']}" in out
+
+
+@pytest.mark.parametrize(("blocked", "command", "extra"), [
+    ("torch", ["train"], "train"),
+    ("onnx", ["export", "c.pt", "--out", "x.onnx"], "export"),
+    ("redis", ["status", "0" * 32], "worker"),
+])
+def test_a_missing_extra_is_named_with_the_install_command(blocked, command, extra):
+    """As on a worker-only install: the module is absent, the command says what to install."""
+    code = f"import sys; sys.modules[{blocked!r}] = None\nfrom digitscan.cli import main; main({command!r})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"pip install 'digitscan[{extra}]'" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -16,10 +16,13 @@ import pytest
 import redis
 from PIL import Image
 
+from digitscan.worker.client import submit, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
-from digitscan.worker.jobs import Reconciler, SubmitOptions, submit, wait
-from digitscan.worker.settings import Settings
+from digitscan.worker.reconcile import Reconciler
+from digitscan.worker.settings import Settings, SubmitOptions
 from digitscan.worker.store import ResultStore, job_key
+
+from .faultapp import faulty_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_IMAGES = 240
@@ -43,7 +46,8 @@ def settings_for(server: EmbeddedRedis, model: Path, **kw) -> Settings:
 
 
 def start_pool(settings: Settings, log: Path, **env) -> LocalWorkers:
-    pool = LocalWorkers({**settings.to_env(), **env}, 2, log).start()
+    """Two pool processes of the test app (tests/faultapp.py); ``env``: its fault variables."""
+    pool = faulty_workers({**settings.to_env(), **env}, 2, log).start()
     pool.wait_ready()
     return pool
 
@@ -72,6 +76,15 @@ def attempts(server: EmbeddedRedis, job: str) -> dict[int, int]:
     return {int(k): int(v) for k, v in raw.items()}
 
 
+def wait_until_running(server: EmbeddedRedis, store: ResultStore, job: str, n: int) -> None:
+    """Until ``n`` chunks are mid-way: delivered to a pool process (an attempt is counted
+    when the task starts) and not yet stored."""
+    deadline = time.monotonic() + 60
+    while len(set(attempts(server, job)) - store.done_chunks(job)) < n:
+        assert time.monotonic() < deadline, "the pool never had that many chunks running"
+        time.sleep(0.02)
+
+
 def test_sigkill_of_a_pool_child_mid_chunk(tmp_path, files, shipped_model):
     with EmbeddedRedis(tmp_path / "redis") as server:
         settings = settings_for(server, shipped_model)
@@ -80,7 +93,7 @@ def test_sigkill_of_a_pool_child_mid_chunk(tmp_path, files, shipped_model):
         try:
             job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
             wait_for_progress(store, job.job, CHUNK)
-            time.sleep(0.3)  # both children are now 0.3 s into 1 s chunks
+            wait_until_running(server, store, job.job, 2)  # both children mid-way in 1 s chunks
             os.kill(children(pool.proc.pid)[0], signal.SIGKILL)
             wait(store, job.job, progress=False, timeout=120, check=pool.check)
         finally:
@@ -147,9 +160,7 @@ def test_redis_restart_mid_job(tmp_path, files, shipped_model, appendonly):
             options = SubmitOptions(chunk_size=CHUNK)
             job = submit([str(files)], settings, options, store)
             wait_for_progress(store, job.job, CHUNK)
-            time.sleep(1.1)  # let appendfsync everysec write the AOF
-            server.stop()
-            time.sleep(1)
+            server.stop()  # SIGTERM: Redis writes its AOF before it exits, and stop() waits
             server.start()
             reconciler = Reconciler(store, settings, job.job, [str(files)], options, job.total)
             wait(store, job.job, progress=False, timeout=180, check=pool.check,
@@ -185,7 +196,7 @@ def test_poison_chunk_is_dead_lettered_and_the_rest_completes(tmp_path, files, s
         assert all(r["error"] is None for r in rows if r["index"] // CHUNK != 100 // CHUNK)
 
 
-def test_load_100k_images_exact_count_bounded_memory_linear_cost(tmp_path, mnist, shipped_model):
+def test_load_100k_images_exact_count_bounded_memory(tmp_path, mnist, shipped_model):
     """The MNIST test set ten times (100,000 images) through 2 workers, after a 10,000 run."""
     from digitscan.trainer.pngs import write_test_pngs
 
@@ -209,12 +220,10 @@ def test_load_100k_images_exact_count_bounded_memory_linear_cost(tmp_path, mnist
         keys = list(client.scan_iter("digitscan:*", count=1000))
         assert keys and all(client.ttl(k) > 0 for k in keys)
         peak_mb = int(client.info("memory")["used_memory_peak"]) / 2**20
+    # Speed is for `make bench` (bench/worker_bench.py); here only what cannot flake.
     print(f"\n10k: {rates[1]:.0f} images/s, 100k: {rates[10]:.0f} images/s, "
-          f"ratio {rates[10] / rates[1]:.2f}, Redis peak {peak_mb:.0f} MB")
+          f"Redis peak {peak_mb:.0f} MB")
     assert peak_mb < 256
-    # Cost grows linearly: the 100k job runs at (nearly) the 10k job's rate. The bound is
-    # looser than the benchmark's 10 % so that a noisy CI machine does not fail it.
-    assert rates[10] >= 0.75 * rates[1]
 
 
 def test_lost_messages_are_recovered_by_status_repair(tmp_path, files, shipped_model):

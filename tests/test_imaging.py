@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
-from digitscan.worker.imaging import Limits, decode, normalize, prepare
+from digitscan.worker.imaging import decode, normalize, prepare
 from digitscan.worker.model import Classifier
+from digitscan.worker.settings import Limits
 
 from .formcells import form_cell, form_cells
 
@@ -158,3 +159,23 @@ def test_eps_and_pdf_never_start_a_process(monkeypatch):
         with pytest.raises(UnsupportedFormat):
             prepare(data)
     assert started == []
+
+
+def test_time_bound_interrupts_slow_work_and_restores_the_alarm():
+    import signal
+    import time
+
+    from digitscan.errors import ImageTimeout
+    from digitscan.worker.imaging import time_bound
+
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(ImageTimeout, match="more than 0.05 s"), time_bound(0.05):
+        while True:  # stands for a decoder stuck on hostile input
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with time_bound(5):
+        pass  # fast work is untouched, and no alarm is left behind
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with time_bound(0):
+        pass  # 0: unbounded

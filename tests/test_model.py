@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitscan.errors import ModelError, ProviderError
-from digitscan.worker.model import Classifier, resolve_providers
+from digitscan.worker.model import Classifier, default_threads, resolve_providers
 
 
 def test_auto_prefers_cuda_only_when_offered():
@@ -51,3 +51,20 @@ def test_warm_up_and_batch_of_one(model_copy):
     clf = Classifier(model_copy, "cpu")
     clf.warm_up()
     assert np.isclose(clf.predict(np.zeros((1, 28, 28), np.uint8)).sum(), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize(("processes", "cores", "threads"), [
+    (1, 16, 16), (2, 16, 8), (3, 16, 5), (16, 16, 1), (32, 16, 1), (0, 4, 4),
+])
+def test_processes_times_threads_never_exceed_the_cores(processes, cores, threads):
+    assert default_threads(processes, cores) == threads
+
+
+def test_a_graph_without_the_contracts_outputs_is_refused(model_copy, tmp_path):
+    """The worker asks for `probs` by name; a model whose card lacks it is not read by position."""
+    card_path = model_copy.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["outputs"] = [{"name": "logits"}]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="expected input 'pixels' and an output 'probs'"):
+        Classifier(model_copy, "cpu")

@@ -59,41 +59,66 @@ def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     assert "accuracy" in result.stdout and "on 300 labelled" in result.stdout
 
 
-def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model):
+def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model, request):
     import signal
     import time
 
+    import redis
+
     from digitscan.trainer.pngs import write_test_pngs
 
-    write_test_pngs(mnist, tmp_path / "png", limit=400)
-    env = {**os.environ, "DIGITSCAN_TEST_DELAY_S": "1"}  # slow chunks: still running at ^C
+    # The whole test set in 8-image chunks: seconds of work, so ^C lands mid-job.
+    write_test_pngs(mnist, tmp_path / "png")
     # A shell that runs us in the background may have set SIGINT to "ignore", which the
     # child would inherit; a person at a terminal has the default, so give it that.
     proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
                              "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    request.addfinalizer(lambda: (proc.kill(), proc.communicate()))
     marker = f"scan-{proc.pid}@"
+    redis_dirs: set[str] = set()
 
-    def started() -> list[int]:
-        """Pids of processes this scan started: its celery worker (named after the scan's
-        pid) and pool children, and its redis-server (its --dir sits in the scan's temp dir)."""
-        pids = []
+    def started() -> dict[int, str]:
+        """Processes this scan started: its celery worker (named after the scan's pid) and
+        pool children, and its redis-server. Redis retitles itself "redis-server HOST:PORT",
+        so it is known by its parent (this scan) or, once orphaned, by its working folder
+        (its --dir, seen while it was still this scan's child)."""
+        found = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) != proc.pid:
                 try:
                     cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                except OSError:
+                    cwd = os.readlink(entry / "cwd")
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
                     continue
-                if marker in cmdline or ("redis-server" in cmdline and "digitscan-scan-" in cmdline):
-                    pids.append(int(entry.name))
-        return pids
+                ours = ppid == proc.pid or cwd in redis_dirs
+                if marker in cmdline or ("redis-server" in cmdline and ours):
+                    if "redis-server" in cmdline:
+                        redis_dirs.add(cwd)
+                    found[int(entry.name)] = cmdline
+        return found
 
-    deadline = time.monotonic() + 60
-    while len(started()) < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.2)
-    time.sleep(3)  # mid-job
+    def results_stored() -> int:
+        """Images with a result so far, read from the scan's own Redis."""
+        for cmdline in started().values():
+            if "redis-server" in cmdline:
+                port = int(cmdline.split()[1].rsplit(":", 1)[1])
+                client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+                try:
+                    return sum(client.hlen(k) for k in client.scan_iter("digitscan:job:*:results"))
+                except redis.RedisError:
+                    return 0
+                finally:
+                    client.close()
+        return 0
+
+    deadline = time.monotonic() + 120
+    while results_stored() == 0:  # mid-job: the workers have stored their first chunks
+        assert proc.poll() is None and time.monotonic() < deadline, "scan ended before ^C"
+        time.sleep(0.05)
+    assert any("redis-server" in c for c in started().values())  # the test sees what it checks
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err

@@ -17,9 +17,10 @@ import pytest
 import redis
 from PIL import Image
 
+from digitscan.errors import BrokerError
+from digitscan.worker.client import connect, submit, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers, free_port
-from digitscan.worker.jobs import SubmitOptions, connect, submit, wait
-from digitscan.worker.settings import Settings
+from digitscan.worker.settings import Settings, SubmitOptions
 
 pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-Pa55word"
@@ -52,7 +53,7 @@ def test_password_protected_redis_and_no_credentials_in_logs_or_results(tmp_path
                             queue=f"q-{uuid.uuid4().hex[:6]}")
         log = tmp_path / "w.log"
         rows = run_job(settings, digits, log)
-        assert len(rows) == 20 and all(r["digit"] is not None for r in rows)
+        assert len(rows) == 20 and all(r["error"] is None and r["digit"] is not None for r in rows)
         assert PASSWORD not in log.read_text()
         assert all(PASSWORD not in str(r) for r in rows)
         wrong = server.url.replace(PASSWORD, "not-the-password")
@@ -108,13 +109,13 @@ def test_rediss_with_certificate_verification(tmp_path, digits, shipped_model):
             try:
                 connect(settings)
                 break
-            except Exception:
+            except BrokerError:
                 assert time.monotonic() < deadline, "TLS redis-server did not start"
                 time.sleep(0.1)
         rows = run_job(settings, digits, tmp_path / "w.log")
-        assert len(rows) == 20 and all(r["digit"] is not None for r in rows)
+        assert len(rows) == 20 and all(r["error"] is None and r["digit"] is not None for r in rows)
         # Verification is real: the system CAs do not trust the test CA.
-        with pytest.raises(Exception, match="certificate verify failed"):
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
             redis.Redis.from_url(url, **Settings(broker_url=url).tls_options(url)).ping()
     finally:
         server.terminate()

@@ -40,3 +40,13 @@ def test_every_key_has_the_ttl(redis_url):
 def test_unknown_job_is_a_clear_error(redis_url):
     with pytest.raises(JobError, match="job 0+ is unknown"):
         ResultStore.from_url(redis_url, ttl=60).info("0" * 32)
+
+
+def test_a_job_hash_recreated_by_a_late_write_is_not_a_job(redis_url):
+    """After a Redis restart without persistence a worker's write re-creates the job hash
+    with timestamps only; the reconciler must still see the job as lost and re-create it."""
+    store = ResultStore.from_url(redis_url, ttl=600)
+    store.write_results(JOB, [line(0)], chunk=0)
+    assert not store.exists(JOB)
+    store.create_job(JOB, total=1, chunks=1, meta={})
+    assert store.exists(JOB) and store.info(JOB)["complete"]

@@ -1,13 +1,15 @@
 """The worker-only install: `pip install .[worker]` brings no torch, and scanning works."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,13 +19,53 @@ def test_worker_extra_declares_no_torch():
     assert not [d for d in extras["worker"] if d.startswith(("torch", "torchvision"))]
 
 
+WORKER_MODULES = ["app", "celeryapp", "tasks", "delivery", "client", "reconcile", "results", "scan",
+                  "model", "imaging", "inputs", "store", "embedded"]
+
+
 def test_worker_modules_never_import_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import digitscan.worker.app, digitscan.worker.tasks, digitscan.worker.jobs\n"
-            "import digitscan.worker.scan, digitscan.worker.model, digitscan.worker.imaging\n"
-            "import digitscan.cli; print('ok')")
+            + "".join(f"import digitscan.worker.{m}\n" for m in WORKER_MODULES)
+            + "import digitscan.cli; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_clients_import_with_a_bad_setting_in_the_environment(tmp_path):
+    """Only the `celery -A` module reads DIGITSCAN_*; importing the client side never does."""
+    env = {**os.environ, "DIGITSCAN_MAX_PIXELS": "lots", "DIGITSCAN_PROVIDER": "tpu"}
+    code = "import digitscan.worker.client, digitscan.worker.reconcile, digitscan.worker.scan; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert out.stdout.strip() == "ok", out.stderr
+    # ...while the worker's entry module says what is wrong, in one line, and exits 1.
+    out = subprocess.run([sys.executable, "-c", "import digitscan.worker.app"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "error: DIGITSCAN_MAX_PIXELS='lots' is not an integer."
+
+
+def test_wheel_installs_one_top_level_package(tmp_path):
+    """`worker`, `trainer` and `export` install as digitscan.* (other distributions own
+    those top-level names); the wheel holds the stage folders under digitscan/."""
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("digitscan-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top == {"digitscan"}
+    for stage, module in (("worker", "tasks"), ("trainer", "train"), ("export", "pipeline")):
+        assert f"digitscan/{stage}/{module}.py" in names
+
+
+def test_celery_finds_the_app_by_its_namespaced_name(tmp_path):
+    """`celery -A digitscan.worker.app` from a folder that holds a stray worker.py."""
+    (tmp_path / "worker.py").write_text("raise SystemExit('the wrong worker module')\n")
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "digitscan.worker.app", "inspect",
+                          "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -39,8 +81,16 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-2000:]
     assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0
+    # As the worker image does: drop the trainer and exporter code a worker never runs.
+    strip = subprocess.run([str(py), str(ROOT / "docker" / "worker-only.py")], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert strip.returncode == 0 and "export/" in strip.stdout, strip.stderr
     size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 1e6
     assert size_mb < 400, f"worker venv is {size_mb:.0f} MB"
+    train = subprocess.run([str(venv / "bin" / "digitscan"), "export", "c.pt", "--out", "x.onnx"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert train.returncode == 1 and "pip install 'digitscan[export]'" in train.stderr
+    assert "Traceback" not in train.stderr
 
     from digitscan.trainer.pngs import write_test_pngs
 

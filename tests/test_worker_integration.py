@@ -14,10 +14,11 @@ import pytest
 import redis
 from PIL import Image
 
+from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
+from digitscan.worker.client import submit, wait, write_results
 from digitscan.worker.embedded import LocalWorkers
-from digitscan.worker.jobs import SubmitOptions, submit, wait, write_results
-from digitscan.worker.settings import Settings
+from digitscan.worker.settings import Settings, SubmitOptions
 from digitscan.worker.store import ResultStore
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,13 @@ def run_job(pool, store, inputs, tmp_path, **options) -> list[dict]:
     out = tmp_path / "results.jsonl"
     assert write_results(store, job.job, out) == job.total
     return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def assert_all_read(rows: list[dict], n: int) -> None:
+    """``n`` rows, each a digit: an error line is not a success."""
+    assert len(rows) == n
+    assert [r["error"] for r in rows] == [None] * n
+    assert all(isinstance(r["digit"], int) for r in rows)
 
 
 def test_submit_and_collect_in_input_order(pool, store, digits_dir, mnist, shipped_model, tmp_path):
@@ -122,8 +130,6 @@ def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, t
         def __reduce__(self):
             return (open, (str(canary), "w"))
 
-    from digitscan.worker.app import make_app
-
     make_app(settings).send_task(TASK_NAME, args=[Canary()], serializer="pickle",
                                  queue=settings.queue)
     deadline = time.monotonic() + 30
@@ -132,19 +138,17 @@ def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, t
     assert b"Refusing to deserialize untrusted content of type pickle" in workers.logfile.read_bytes()
     assert not canary.exists()
     assert redis.Redis.from_url(settings.broker_url).llen(settings.queue) == 0  # not redelivered
-    assert len(run_job(pool, store, [digits_dir], tmp_path)) == 40  # the worker is fine
+    assert_all_read(run_job(pool, store, [digits_dir], tmp_path), 40)  # the worker is fine
 
 
 def test_malformed_json_message_is_dropped_not_retried(pool, store, digits_dir, tmp_path):
     settings, workers = pool
-    from digitscan.worker.app import make_app
-
     make_app(settings).send_task(TASK_NAME, args=[{"v": 1, "job": "nope"}], queue=settings.queue)
     deadline = time.monotonic() + 30
     while b"dropping malformed message" not in workers.logfile.read_bytes():
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert len(run_job(pool, store, [digits_dir], tmp_path)) == 40
+    assert_all_read(run_job(pool, store, [digits_dir], tmp_path), 40)
 
 
 def test_worker_refuses_to_start_with_a_tampered_model(redis_server, model_copy, tmp_path):
@@ -178,3 +182,22 @@ def test_hostile_corpus_leaves_workers_alive_and_small(pool, store, mnist, tmp_p
         line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
         rss_mb = int(line.split()[1]) / 1024
         assert rss_mb < 300, f"pool process {pid} holds {rss_mb:.0f} MB"
+
+
+def test_plain_celery_sizes_onnxruntime_threads_by_its_pool(redis_server, shipped_model, tmp_path):
+    """`celery -A digitscan.worker.app worker --concurrency 2` with no DIGITSCAN_CONCURRENCY:
+    each pool process takes cores // 2 threads, not all the cores."""
+    from digitscan.worker.model import default_threads
+
+    settings = Settings(broker_url=redis_server.url, model=str(shipped_model),
+                        queue=f"threads-{uuid.uuid4().hex[:6]}")
+    env = {k: v for k, v in settings.to_env().items() if k != "DIGITSCAN_CONCURRENCY"}
+    with LocalWorkers(env, 2, tmp_path / "w.log") as workers:
+        workers.wait_ready()
+        deadline = time.monotonic() + 60
+        while workers.logfile.read_text().count("model ") < 3:  # verified once, loaded twice
+            assert time.monotonic() < deadline, workers.logfile.read_text()[-2000:]
+            time.sleep(0.1)
+        log = workers.logfile.read_text()
+    assert "2 pool processes" in log
+    assert log.count(f", {default_threads(2)} threads)") == 2

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from digitscan.errors import ImageError, ImageTooLarge, UnreadableImage
-from digitscan.worker.imaging import Limits, prepare
+from digitscan.worker.imaging import prepare
 from digitscan.worker.messages import Chunk
+from digitscan.worker.results import result_line
+from digitscan.worker.settings import Limits
+
+
+class Predictor(Protocol):
+    sha256: str
+
+    def predict(self, digits: np.ndarray) -> np.ndarray: ...
 
 
 def read_path(path: str, limits: Limits) -> bytes:
@@ -26,13 +35,7 @@ def read_path(path: str, limits: Limits) -> bytes:
                               ) from None
 
 
-def result_line(job: str, index: int, source: str, model: str, *, digit: int | None = None,
-                confidence: float | None = None, error: str | None = None) -> dict:
-    return {"index": index, "job": job, "source": source, "digit": digit,
-            "confidence": confidence, "error": error, "model": model}
-
-
-def classify_chunk(chunk: Chunk, classifier, limits: Limits) -> list[dict]:
+def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[dict]:
     """One result line per item: a digit and its probability, or an error. Never raises
     for a bad image: it gets its own error line and its neighbours are unaffected."""
     results, digits, ok = [], [], []

@@ -104,13 +104,21 @@ class EmbeddedRedis:
         self.close()
 
 
+APP_MODULE = "digitscan.worker.app"
+
+
 class LocalWorkers:
     """One ``celery worker`` process (prefork, ``concurrency`` children) in its own
-    process group, logging to a file; stopped with a warm shutdown, then killed."""
+    process group, logging to a file; stopped with a warm shutdown, then killed.
+
+    The child reads its settings from ``env`` (``Settings.to_env()``), as ``celery -A
+    APP_MODULE`` does wherever it runs."""
 
     def __init__(self, env: dict[str, str], concurrency: int, logfile: Path,
-                 name: str = "scan", extra_args: tuple[str, ...] = ()):
+                 name: str = "scan", extra_args: tuple[str, ...] = (),
+                 app_module: str = APP_MODULE):
         self.env = {**os.environ, **env}
+        self.app_module = app_module
         self.concurrency = concurrency
         self.logfile = logfile
         self.name = name
@@ -118,7 +126,7 @@ class LocalWorkers:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalWorkers:
-        cmd = [sys.executable, "-m", "celery", "-A", "digitscan.worker.app", "worker",
+        cmd = [sys.executable, "-m", "celery", "-A", self.app_module, "worker",
                "--concurrency", str(self.concurrency), "--pool", "prefork",
                "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
                "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",

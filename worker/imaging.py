@@ -16,7 +16,6 @@ import io
 import signal
 import threading
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,6 +28,7 @@ from digitscan.errors import (
     ImageTooLarge,
     UnsupportedFormat,
 )
+from digitscan.worker.settings import Limits
 
 # Pillow format ids that we decode. TIFF and GIF: first page/frame only.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
@@ -42,13 +42,6 @@ _REFUSED_SIGNATURES = {
 WORK_SIDE = 512
 FIT_BOX = 20
 FIELD = 28
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 32 * 1024 * 1024
-    max_pixels: int = 16_000_000
-    timeout_s: float = 10.0  # per image, decode + normalise; 0 = unbounded
 
 
 @contextlib.contextmanager

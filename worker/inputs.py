@@ -14,7 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitscan.errors import InputError
+from digitscan.errors import (
+    CorruptArchive,
+    EmptyArchive,
+    ImageError,
+    ImageTooLarge,
+    InputError,
+    UnreadableImage,
+)
 
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -44,7 +51,7 @@ class Found:
     source: str
     data: bytes | None = None
     path: str | None = None
-    error: str | None = None
+    error: ImageError | None = None
 
 
 def find_entries(inputs: list[str]) -> list[Entry]:
@@ -104,11 +111,11 @@ def read_items(entry: Entry, max_bytes: int, by_reference: bool = False) -> Iter
     try:
         yield from reader(entry, max_bytes)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
-        yield Found(entry.source, error=f"corrupt archive: {exc}")
+        yield Found(entry.source, error=CorruptArchive(str(exc)))
 
 
-def _too_large(size: int, max_bytes: int) -> str:
-    return f"image too large: {size} bytes; the limit is {max_bytes}"
+def _too_large(size: int, max_bytes: int) -> ImageTooLarge:
+    return ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
 
 
 def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
@@ -120,14 +127,14 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
             return Found(entry.source, path=str(entry.path.resolve()))
         return Found(entry.source, data=entry.path.read_bytes())
     except OSError as exc:
-        return Found(entry.source, error=f"unreadable file: {exc.strerror or exc}")
+        return Found(entry.source, error=UnreadableImage(exc.strerror or str(exc)))
 
 
 def _read_zip(entry: Entry, max_bytes: int) -> Iterator[Found]:
     with zipfile.ZipFile(entry.path) as zf:
         members = _zip_members(zf)
         if not members:
-            yield Found(entry.source, error="empty archive: no files inside")
+            yield Found(entry.source, error=EmptyArchive("no files inside"))
         for m in members:
             source = f"{entry.source}:{m.filename}"
             if m.file_size > max_bytes:
@@ -137,7 +144,7 @@ def _read_zip(entry: Entry, max_bytes: int) -> Iterator[Found]:
                 with zf.open(m) as f:
                     data = f.read(max_bytes + 1)
             except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                yield Found(source, error=f"corrupt archive member: {exc}")
+                yield Found(source, error=CorruptArchive(f"member: {exc}"))
                 continue
             if len(data) > max_bytes:  # the header lied about the size
                 yield Found(source, error=_too_large(len(data), max_bytes))
@@ -149,7 +156,7 @@ def _read_tar(entry: Entry, max_bytes: int) -> Iterator[Found]:
     with tarfile.open(entry.path, "r:*") as tf:
         members = _tar_members(tf)
         if not members:
-            yield Found(entry.source, error="empty archive: no files inside")
+            yield Found(entry.source, error=EmptyArchive("no files inside"))
         for m in members:
             source = f"{entry.source}:{m.name}"
             if m.size > max_bytes:
@@ -159,6 +166,6 @@ def _read_tar(entry: Entry, max_bytes: int) -> Iterator[Found]:
                 f = tf.extractfile(m)
                 data = f.read() if f else b""
             except (tarfile.TarError, OSError, EOFError) as exc:
-                yield Found(source, error=f"corrupt archive member: {exc}")
+                yield Found(source, error=CorruptArchive(f"member: {exc}"))
                 continue
             yield Found(source, data=data)

@@ -15,14 +15,10 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from digitscan.errors import DigitscanError
+from digitscan.errors import MalformedMessage
 
 VERSION = 1
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class MalformedMessage(DigitscanError):
-    """A chunk message that is not ours; it is logged and dropped, never retried."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from digitscan.errors import ModelError, ProviderError
+from digitscan.contract import INPUT_NAME, PROBS
+from digitscan.devices import check_device
+from digitscan.errors import ConfigError, ModelError, ProviderError
 from digitscan.modelcard import verify_model_file
 
 log = logging.getLogger(__name__)
@@ -20,10 +22,12 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 def resolve_providers(choice: str, available: list[str] | None = None) -> list[str]:
     """auto: CUDA when onnxruntime offers it, else CPU. An explicit cuda never falls back."""
     available = ort.get_available_providers() if available is None else available
+    try:
+        check_device(choice, "provider")
+    except ConfigError as exc:
+        raise ProviderError(str(exc)) from None
     if choice == "auto":
         choice = "cuda" if PROVIDERS["cuda"] in available else "cpu"
-    if choice not in PROVIDERS:
-        raise ProviderError(f"Invalid provider {choice!r}. Use auto, cpu or cuda.")
     if PROVIDERS[choice] not in available:
         raise ProviderError(
             f"provider {choice} ({PROVIDERS[choice]}) is not offered by this onnxruntime "
@@ -41,9 +45,10 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def default_threads(concurrency: int) -> int:
-    """Intra-op threads per process so that processes x threads = cores."""
-    return max(1, cores() // max(1, concurrency))
+def default_threads(processes: int, available: int | None = None) -> int:
+    """Intra-op threads per process so that processes x threads = cores (at least 1 each)."""
+    available = cores() if available is None else available
+    return max(1, available // max(1, processes))
 
 
 class Classifier:
@@ -63,7 +68,16 @@ class Classifier:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"onnxruntime cannot load {self.path}: {exc}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        # Ask for inputs and outputs by name: a graph whose contract differs is refused
+        # here, at start-up, rather than read by position into wrong answers.
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        card_outputs = [o.get("name") for o in self.card.get("outputs", [])]
+        if inputs != [INPUT_NAME] or PROBS not in outputs or PROBS not in card_outputs:
+            raise ModelError(f"{self.path} does not follow the digitscan model contract: inputs "
+                             f"{inputs}, outputs {outputs} (card: {card_outputs}); expected input "
+                             f"{INPUT_NAME!r} and an output {PROBS!r}. Export it with "
+                             "`digitscan export`.")
         self.providers = self.session.get_providers()
 
     def warm_up(self) -> None:
@@ -72,5 +86,5 @@ class Classifier:
     def predict(self, digits: np.ndarray) -> np.ndarray:
         """uint8 [N,28,28] (MNIST polarity) -> probabilities float32 [N,10]."""
         x = np.ascontiguousarray(digits, dtype=np.uint8).reshape(-1, 1, 28, 28)
-        _, probs = self.session.run(None, {self.input_name: x})
+        (probs,) = self.session.run([PROBS], {INPUT_NAME: x})
         return probs

@@ -11,19 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
+from digitscan.worker.client import connect, submit, wait, write_results
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
 from digitscan.worker.inputs import find_entries
-from digitscan.worker.jobs import (
-    Reconciler,
-    SubmitOptions,
-    check_results_path,
-    connect,
-    submit,
-    wait,
-    write_results,
-)
 from digitscan.worker.model import resolve_providers
-from digitscan.worker.settings import Settings
+from digitscan.worker.reconcile import Reconciler
+from digitscan.worker.results import check_results_path
+from digitscan.worker.settings import Settings, SubmitOptions
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Worker and client settings, read from the environment in one place."""
+"""Worker and client settings: frozen dataclasses, built once at an entry point.
+
+``Settings.from_env`` is called only by entry points (the CLI, the ``celery -A`` module);
+everything below them receives a ``Settings`` or a ``Limits`` as an argument.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,42 @@ import os
 import ssl
 from dataclasses import dataclass, fields
 
+from digitscan.devices import check_device
 from digitscan.errors import ConfigError
 
 ENV_PREFIX = "DIGITSCAN_"
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+# Far below Pillow's 89 MP warning: a digit cell never needs more.
+MAX_PIXELS = 16_000_000
+IMAGE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one image may cost a worker: bytes, decoded pixels, seconds."""
+
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_PIXELS
+    timeout_s: float = IMAGE_TIMEOUT_S  # decode + normalise; 0 = unbounded
+
+
+# Chunk size from `make bench` (bench/worker_bench.py, 2 cores): scan reaches 0.86-0.90 of
+# the no-queue ceiling from 128 up and its best images/s at 256; smaller chunks pay more
+# per-message overhead, larger ones spread a job less evenly over many workers.
+DEFAULT_CHUNK_SIZE = 256
+# A chunk also closes at this many bytes, so large scans never make huge messages.
+MAX_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    by_reference: bool = False
+    max_chunk_bytes: int = MAX_CHUNK_BYTES
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}.")
 
 
 @dataclass(frozen=True)
@@ -27,9 +64,8 @@ class Settings:
     # or a slow chunk would run twice in parallel.
     visibility_timeout: int = 3600
     result_ttl: int = 7 * 24 * 3600  # seconds results stay in Redis
-    max_image_bytes: int = 32 * 1024 * 1024
-    # Far below Pillow's 89 MP warning: a digit cell never needs more.
-    max_pixels: int = 16_000_000
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_PIXELS
     # A chunk delivered this many times without finishing (its worker died each time) is
     # dead-lettered: its images get error results and the queue moves on.
     max_deliveries: int = 3
@@ -38,14 +74,13 @@ class Settings:
     repair_after: int = 600
     max_requeues: int = 3
     # Each image gets at most this long to decode and normalise (0 = no bound).
-    image_timeout: float = 10.0
+    image_timeout: float = IMAGE_TIMEOUT_S
     # CA bundle that signs the Redis server's certificate, for rediss:// URLs
     # (default: the system's CAs). Certificates are always verified.
     tls_ca: str = ""
 
     def __post_init__(self) -> None:
-        if self.provider not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"Invalid provider {self.provider!r}. Use auto, cpu or cuda.")
+        check_device(self.provider, "provider")
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 f"visibility_timeout ({self.visibility_timeout} s) must be longer than "
@@ -56,6 +91,11 @@ class Settings:
         for name in ("max_image_bytes", "max_pixels", "result_ttl", "task_time_limit"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be > 0, got {getattr(self, name)}.")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels,
+                      timeout_s=self.image_timeout)
 
     @property
     def results_url(self) -> str:

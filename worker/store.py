@@ -146,10 +146,13 @@ class ResultStore:
 
     # ------------------------------------------------------------ clients
 
-    def missing_chunks(self, job: str) -> list[int]:
-        """Chunks in the plan whose results are not all stored."""
-        done = {int(c) for c in self.redis.smembers(job_key(job, "done"))}
-        return sorted(set(self.plan(job)) - done)
+    def done_chunks(self, job: str) -> set[int]:
+        """Chunks whose results are all stored (or that were dead-lettered)."""
+        return {int(c) for c in self.redis.smembers(job_key(job, "done"))}
+
+    def requeue_counts(self, job: str) -> dict[int, int]:
+        """How often the reconciler re-sent each chunk."""
+        return {int(c): int(n) for c, n in self.redis.hgetall(job_key(job, "requeues")).items()}
 
     def bump_requeue(self, job: str, chunk: int) -> int:
         with self.redis.pipeline() as p:
@@ -166,7 +169,10 @@ class ResultStore:
             self.redis.delete(events_key(job))  # one wake-up covers every chunk so far
 
     def exists(self, job: str) -> bool:
-        return bool(self.redis.exists(job_key(job)))
+        """Whether the job was created here. Not just "its hash exists": after a restart
+        without persistence, a worker's late result write re-creates the hash with only
+        its timestamps, and such a job still needs ``create_job``."""
+        return bool(self.redis.hexists(job_key(job), "created"))
 
     def info(self, job: str) -> dict:
         """Progress of ``job``. Reads only the counters: the inputs list can be large."""

@@ -1,49 +1,37 @@
-"""The client side of a job: submit, wait, status, results. No onnxruntime needed."""
+"""The client side of a job: chunk the inputs, submit, wait, report. No onnxruntime needed.
+
+The reconciler that re-sends lost chunks lives in ``reconcile``; the result line and its
+files in ``results``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from tqdm import tqdm
 
 from digitscan.errors import BrokerError, ConfigError, JobError
-from digitscan.worker.app import make_app
+from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
 from digitscan.worker.inputs import Entry, count_items, find_entries, read_items
 from digitscan.worker.messages import Chunk, Item
-from digitscan.worker.settings import Settings, redact
+from digitscan.worker.results import error_line, write_result_file
+from digitscan.worker.settings import Settings, SubmitOptions, redact
 from digitscan.worker.store import ResultStore
 
+if TYPE_CHECKING:
+    from digitscan.worker.reconcile import Reconciler
+
 log = logging.getLogger(__name__)
-
-RESULT_FIELDS = ("job", "source", "digit", "confidence", "error", "model")
-# Chunk size from `make bench` (bench/worker_bench.py, 2 cores): scan reaches 0.86-0.90 of
-# the no-queue ceiling from 128 up and its best images/s at 256; smaller chunks pay more
-# per-message overhead, larger ones spread a job less evenly over many workers.
-DEFAULT_CHUNK_SIZE = 256
-# A chunk also closes at this many bytes, so large scans never make huge messages.
-MAX_CHUNK_BYTES = 8 * 1024 * 1024
 PLAN_FLUSH = 500  # chunks between writes of the job's chunk plan to Redis
-
-
-@dataclass(frozen=True)
-class SubmitOptions:
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    by_reference: bool = False
-    max_chunk_bytes: int = MAX_CHUNK_BYTES
-
-    def __post_init__(self) -> None:
-        if self.chunk_size < 1:
-            raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}.")
 
 
 @dataclass(frozen=True)
@@ -82,9 +70,7 @@ class Chunker:
         for entry in self.entries:
             for found in read_items(entry, self.max_image_bytes, self.options.by_reference):
                 if found.error:
-                    self.errors.append({"index": self.total, "job": self.job,
-                                        "source": found.source, "digit": None,
-                                        "confidence": None, "error": found.error, "model": None})
+                    self.errors.append(error_line(self.job, self.total, found.source, found.error))
                 else:
                     pending.append(Item(self.total, found.source, data=found.data, path=found.path))
                     size += len(found.data or b"")
@@ -129,67 +115,6 @@ def submit(inputs: list[str], settings: Settings, options: SubmitOptions = Submi
     return Submitted(job, chunker.total, len(plan))
 
 
-class Reconciler:
-    """Finds chunks that have no results past a deadline (a message lost in Redis, or a
-    Redis that restarted without persistence) and sends them again, at most
-    ``max_requeues`` times each. Chunks are rebuilt from the job's inputs."""
-
-    def __init__(self, store: ResultStore, settings: Settings, job: str, inputs: list[str],
-                 options: SubmitOptions, total: int):
-        self.store, self.settings, self.job = store, settings, job
-        self.inputs, self.options, self.total = inputs, options, total
-        self.last_repair = time.time()
-        self.resent = 0
-
-    @classmethod
-    def for_job(cls, store: ResultStore, settings: Settings, job: str) -> Reconciler:
-        info = store.info(job)
-        submission = store.submission(job)
-        if submission is None:
-            raise JobError(f"job {job} has no recorded inputs; it cannot be repaired.")
-        inputs, options = submission
-        return cls(store, settings, job, inputs, SubmitOptions(**options), info["total"])
-
-    def due(self, info: dict | None, deadline_s: float) -> bool:
-        """True when the job has had no new result for ``deadline_s`` seconds."""
-        last = max(self.last_repair, info["last"] if info else 0.0)
-        return time.time() - last >= deadline_s
-
-    def repair(self) -> list[int]:
-        """Re-send every chunk without results (recreating a job Redis forgot); return them."""
-        self.last_repair = time.time()
-        if not self.store.exists(self.job):
-            log.warning("job %s: Redis lost the job; re-creating it from its inputs", self.job)
-            self.store.create_job(self.job, self.total, 0,
-                                  {"inputs": self.inputs, "options": asdict(self.options)})
-        chunker = Chunker(find_entries(self.inputs), self.job, self.settings.max_image_bytes,
-                          self.options)
-        plan = self.store.plan(self.job)
-        missing = set(self.store.missing_chunks(self.job)) if plan else None
-        app = make_app(self.settings)
-        resent, new_plan = [], {}
-        for chunk in chunker:
-            new_plan[chunk.chunk] = (chunk.items[0].index, len(chunk.items))
-            if missing is not None and chunk.chunk not in missing:
-                continue
-            if not self.store.is_done(self.job, chunk.chunk):
-                if self.store.bump_requeue(self.job, chunk.chunk) > self.settings.max_requeues:
-                    log.error("job %s chunk %d: re-sent %d times already; giving up on it",
-                              self.job, chunk.chunk, self.settings.max_requeues)
-                    continue
-                publish(app, self.settings, chunk)
-                resent.append(chunk.chunk)
-        if not plan:
-            self.store.record_plan(self.job, new_plan)
-            self.store.set_counts(self.job, total=chunker.total, chunks=len(new_plan))
-        self.store.write_results(self.job, chunker.errors)
-        self.resent += len(resent)
-        if resent:
-            log.warning("job %s: re-sent %d chunks with no results: %s", self.job, len(resent),
-                        resent[:20])
-        return resent
-
-
 def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float | None = None,
          poll_s: float = 0.5, check: Callable[[], None] | None = None,
          reconciler: Reconciler | None = None, repair_after: float | None = None) -> dict:
@@ -229,35 +154,10 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
                 time.sleep(poll_s)
 
 
-def check_results_path(out: str | Path) -> Path:
-    """Refuse a results file name before any work is done, not after."""
-    out = Path(out)
-    if out.suffix not in (".jsonl", ".csv"):
-        raise ConfigError(f"--out {out} must end in .jsonl or .csv.")
-    return out
-
-
 def write_results(store: ResultStore, job: str, out: str | Path) -> int:
-    """Write one line per image, in input order, as .jsonl or .csv; return the count."""
-    out = check_results_path(out)
+    """Write ``job``'s result lines, in input order, to ``out`` (.jsonl or .csv)."""
     info = store.info(job)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    count = 0
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, RESULT_FIELDS, extrasaction="ignore") if out.suffix == ".csv" \
-            else None
-        if writer:
-            writer.writeheader()
-        for line in store.iter_results(job, info["total"]):
-            row = {k: line.get(k) for k in RESULT_FIELDS}
-            if writer:
-                writer.writerow(row)
-            else:
-                f.write(json.dumps(row) + "\n")
-            count += 1
-    tmp.replace(out)
-    return count
+    return write_result_file(store.iter_results(job, info["total"]), out)
 
 
 def status_line(info: dict) -> str:

@@ -1,0 +1,85 @@
+"""One chunk to result lines, with a stub classifier: no Celery, no Redis, no onnxruntime."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitscan.errors import ImageTooLarge, UnreadableImage
+from digitscan.worker.classify import classify_chunk, read_path
+from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.results import RESULT_FIELDS
+from digitscan.worker.settings import Limits
+
+JOB = "a" * 32
+
+
+class StubClassifier:
+    """Says the digit is (number of ink pixels) % 10, with probability 0.75; counts calls."""
+
+    sha256 = "stub-sha"
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def predict(self, digits: np.ndarray) -> np.ndarray:
+        self.batches.append(len(digits))
+        probs = np.full((len(digits), 10), 0.25 / 9, np.float32)
+        for row, digit in zip(probs, digits):
+            row[int((digit > 0).sum()) % 10] = 0.75
+        return probs
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_good_and_bad_items_each_get_one_line_and_one_batch(mnist, tmp_path):
+    (tmp_path / "ref.png").write_bytes(png(255 - mnist.test_images[1]))
+    items = (Item(0, "a.png", data=png(255 - mnist.test_images[0])),
+             Item(1, "junk.png", data=b"not an image"),
+             Item(2, "ref.png", path=str(tmp_path / "ref.png")),
+             Item(3, "gone.png", path=str(tmp_path / "gone.png")),
+             Item(4, "blank.png", data=png(np.full((28, 28), 255, np.uint8))))
+    clf = StubClassifier()
+    lines = classify_chunk(Chunk(JOB, 0, items), clf, Limits())
+    assert [line["index"] for line in lines] == [0, 1, 2, 3, 4]
+    assert all(set(line) == {"index", *RESULT_FIELDS} for line in lines)
+    assert clf.batches == [2]  # the two readable digits, in one batch
+    ok = [lines[0], lines[2]]
+    assert all(isinstance(x["digit"], int) and x["confidence"] == 0.75 and x["error"] is None
+               for x in ok)
+    assert lines[1]["error"].startswith("unsupported format")
+    assert lines[3]["error"].startswith("unreadable file") and "mounted" in lines[3]["error"]
+    assert lines[4]["error"].startswith("no digit found")
+    assert all(x["digit"] is None and x["confidence"] is None for x in (lines[1], lines[3], lines[4]))
+    assert {x["model"] for x in lines} == {"stub-sha"} and {x["job"] for x in lines} == {JOB}
+
+
+def test_a_chunk_of_only_bad_items_never_calls_the_model():
+    clf = StubClassifier()
+    lines = classify_chunk(Chunk(JOB, 3, (Item(7, "x", data=b""),)), clf, Limits())
+    assert clf.batches == [] and lines[0]["error"] == "corrupt image: empty file"
+
+
+def test_read_path_refuses_oversized_files_before_reading(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"x" * 101)
+    with pytest.raises(ImageTooLarge, match="101 bytes; the limit is 100"):
+        read_path(str(big), Limits(max_bytes=100))
+    assert read_path(str(big), Limits(max_bytes=101)) == b"x" * 101
+
+
+def test_read_path_of_a_folder_is_unreadable_not_a_crash(tmp_path):
+    with pytest.raises(UnreadableImage, match="Is a directory"):
+        read_path(str(tmp_path), Limits())
+
+
+def test_read_path_missing_file_names_the_likely_cause(tmp_path):
+    with pytest.raises(UnreadableImage, match="No such file or directory .*is the storage mounted"):
+        read_path(str(tmp_path / "nope.png"), Limits())

@@ -1,0 +1,55 @@
+"""``make_app(settings)``: the Celery app, built from settings passed in, reading nothing else.
+
+Clients use it to publish; ``digitscan.worker.app`` (the ``celery -A`` module) and
+``digitscan worker`` use it to consume. The model is checked in the worker's parent at
+start-up (a sha256, cheap), but loaded only in each pool process after the fork, so no
+onnxruntime (or CUDA) state crosses a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery, bootsteps, signals
+
+from digitscan.worker.celeryconfig import TASK_NAME, celery_config
+from digitscan.worker.settings import Settings
+from digitscan.worker.tasks import ChunkTask
+
+log = logging.getLogger(__name__)
+
+
+def make_app(settings: Settings, task_class: type[ChunkTask] = ChunkTask) -> Celery:
+    app = Celery("digitscan", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    app.conf.digitscan_settings = settings
+    app.register_task(task_class())
+    app.steps["worker"].add(VerifyModel)
+    return app
+
+
+class VerifyModel(bootsteps.StartStopStep):
+    """Refuse to start with a tampered or missing model, or an unavailable provider; then
+    have each pool process load the model before it takes work.
+
+    A bootstep, not a signal handler: Celery logs and swallows exceptions raised by signal
+    handlers, while a failing bootstep stops the worker with a non-zero exit status.
+    """
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        from digitscan.modelcard import verify_model_file
+        from digitscan.worker.model import resolve_providers
+
+        settings: Settings = worker.app.conf.digitscan_settings
+        card = verify_model_file(settings.model)
+        resolve_providers(settings.provider)
+        task = worker.app.tasks[TASK_NAME]
+        task.pool_processes = worker.concurrency
+        log.info("model %s verified (sha256 %s), %d pool processes", settings.model,
+                 card["sha256"][:16], worker.concurrency)
+
+        def load_model(**_) -> None:
+            task.classifier  # noqa: B018 - loads and warms up before taking work
+
+        signals.worker_process_init.connect(load_model, weak=False)

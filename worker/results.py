@@ -1,0 +1,72 @@
+"""The result line, one per image, and the files it is written to.
+
+Every result line in Redis, in a results file and in the Python API has these fields, in
+this order; ``index`` (the item's place in the job) is the key it is stored under. A new
+output format is a new ``Writer`` here and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from digitscan.errors import ConfigError
+from digitscan.files import replacing
+
+RESULT_FIELDS = ("job", "source", "digit", "confidence", "error", "model")
+
+
+def result_line(job: str, index: int, source: str, model: str | None, *, digit: int | None = None,
+                confidence: float | None = None, error: str | None = None) -> dict:
+    """One image's result, with its ``index``: a digit and its probability, or an error."""
+    return {"index": index, "job": job, "source": source, "digit": digit,
+            "confidence": confidence, "error": error, "model": model}
+
+
+def error_line(job: str, index: int, source: str, error: Exception | str,
+               model: str | None = None) -> dict:
+    return result_line(job, index, source, model, error=str(error))
+
+
+class JsonlWriter:
+    def __init__(self, f: IO[str]):
+        self.f = f
+
+    def write(self, row: dict) -> None:
+        self.f.write(json.dumps(row) + "\n")
+
+
+class CsvWriter:
+    def __init__(self, f: IO[str]):
+        self.writer = csv.DictWriter(f, RESULT_FIELDS, extrasaction="ignore")
+        self.writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+
+
+WRITERS = {".jsonl": JsonlWriter, ".csv": CsvWriter}
+
+
+def check_results_path(out: str | Path) -> Path:
+    """Refuse a results file name before any work is done, not after."""
+    out = Path(out)
+    if out.suffix not in WRITERS:
+        raise ConfigError(f"--out {out} must end in {' or '.join(WRITERS)}.")
+    return out
+
+
+def write_result_file(lines: Iterable[dict], out: str | Path) -> int:
+    """Write ``lines`` (in input order) as ``out``'s format, all or nothing; return the count."""
+    out = check_results_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with replacing(out) as part, open(part, "w", newline="") as f:
+        writer = WRITERS[out.suffix](f)
+        for line in lines:
+            writer.write({k: line.get(k) for k in RESULT_FIELDS})
+            count += 1
+    return count
