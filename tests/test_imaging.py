@@ -179,3 +179,78 @@ def test_time_bound_interrupts_slow_work_and_restores_the_alarm():
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     with time_bound(0):
         pass  # 0: unbounded
+
+
+# ------------------------------------------------------------------ cell cleanup, hand-made
+
+
+def cell_with(digit: np.ndarray | None, size: int = 120, border: int = 2,
+              colour=(0, 0, 0), comb: bool = False, speck: bool = False) -> Image.Image:
+    """White paper, a printed box (or comb field) of ``border`` px, and maybe a digit in it."""
+    paper = np.full((size, size, 3), 255, np.uint8)
+    m = size // 10
+    if comb:  # rules run on at the cut; walls of this box and of the neighbours
+        paper[m : m + border, :] = colour
+        paper[size - m - border : size - m, :] = colour
+        for x in (m, size - m - border):
+            paper[m : size - m, x : x + border] = colour
+    else:
+        paper[m : m + border, m : size - m] = colour
+        paper[size - m - border : size - m, m : size - m] = colour
+        paper[m : size - m, m : m + border] = colour
+        paper[m : size - m, size - m - border : size - m] = colour
+    if speck:
+        paper[m + 4 : m + 6, m + 4 : m + 6] = 0
+    if digit is not None:
+        side = size - 4 * m
+        ink = np.asarray(Image.fromarray(digit).resize((side, side)), np.float32) / 255
+        region = paper[2 * m : 2 * m + side, 2 * m : 2 * m + side].astype(np.float32)
+        paper[2 * m : 2 * m + side, 2 * m : 2 * m + side] = (region * (1 - ink[..., None])).astype(np.uint8)
+    return Image.fromarray(paper)
+
+
+@pytest.mark.parametrize("kw", [{}, {"border": 4}, {"colour": (128, 128, 128)}, {"comb": True},
+                                {"colour": (140, 185, 240)}, {"colour": (225, 70, 70)}])
+def test_an_empty_box_is_blank_not_a_one(kw):
+    with pytest.raises(BlankImage):
+        normalize(cell_with(None, **kw))
+
+
+@pytest.mark.parametrize("kw", [{}, {"border": 3}, {"comb": True}, {"colour": (140, 185, 240)},
+                                {"speck": True}])
+def test_a_boxed_digit_comes_out_like_the_digit_alone(mnist, kw):
+    for i in range(10):
+        digit = mnist.test_images[i]
+        alone = normalize(Image.fromarray(255 - digit))
+        boxed = normalize(cell_with(digit, **kw))
+        # The box is gone: what is left is the digit, placed as it is placed alone.
+        assert np.abs(boxed.astype(int) - alone.astype(int)).mean() < 12, (i, kw)
+
+
+def test_a_digit_crossing_its_border_keeps_its_strokes(mnist):
+    """A 1 written through the box's top and bottom: the stroke survives the rule removal."""
+    paper = np.full((100, 100), 255, np.uint8)
+    paper[10:12, 5:95] = 0  # top rule
+    paper[88:90, 5:95] = 0  # bottom rule
+    paper[5:95, 5:7] = 0    # walls
+    paper[5:95, 93:95] = 0
+    paper[4:96, 48:53] = 0  # the stroke, through both rules
+    out = normalize(Image.fromarray(paper))
+    cols = np.flatnonzero(out.max(0) > 128)
+    rows = np.flatnonzero(out.max(1) > 128)
+    assert cols.max() - cols.min() <= 6  # a thin upright: no wall, no rule left
+    assert rows.max() - rows.min() >= 19  # full height: the crossings were bridged
+
+
+def test_a_detached_bar_of_a_five_is_kept_and_specks_are_not():
+    paper = np.full((80, 60), 255, np.uint8)
+    paper[10:16, 15:45] = 0   # the 5's top bar, detached
+    paper[19:45, 15:21] = 0   # its upright
+    paper[40:46, 15:40] = 0   # the bowl, roughly
+    paper[40:70, 40:46] = 0
+    paper[66:72, 12:44] = 0
+    paper[2:4, 55:57] = 0     # a speck in the corner
+    out = normalize(Image.fromarray(paper))
+    rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+    assert rows.max() - rows.min() >= 19  # bar to bowl: the whole 5, fitted to 20 px tall
+    assert cols.max() - cols.min() <= 12  # 34 px wide to 62 tall; with the speck it would be 13+
