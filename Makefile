@@ -8,9 +8,31 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= data
 DEMO   ?= demo
 
-.PHONY: venv test lint demo model bench clean
+# Typefaces for the printed-digit and not-a-digit cells the trainer renders and the tests
+# hold out (trainer/cells.py): serif, sans, mono, condensed, handwriting-style, with their
+# bold and italic faces. Debian's packages; installed once, as root (CI runs as root).
+FONT_PACKAGES ?= fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 \
+	fonts-croscore fonts-crosextra-carlito fonts-crosextra-caladea fonts-roboto fonts-open-sans \
+	fonts-lato fonts-cantarell fonts-comic-neue fonts-humor-sans fonts-sil-gentium fonts-ebgaramond \
+	fonts-firacode fonts-hack fonts-inconsolata fonts-linuxlibertine fonts-texgyre fonts-go \
+	fonts-noto-mono fonts-oflb-euterpe fonts-jura fonts-quicksand fonts-dancingscript \
+	fonts-adf-gillius fonts-adf-accanthis fonts-league-spartan fonts-cabin fonts-oxygen fonts-agave \
+	fonts-junicode fonts-breip fonts-sil-andika fonts-anonymous-pro fonts-b612 fonts-averia-gwf \
+	fonts-averia-sans-gwf fonts-averia-serif-gwf fonts-cmu fonts-dkg-handwriting fonts-femkeklaver \
+	fonts-gfs-didot fonts-isabella fonts-lobster fonts-lobstertwo fonts-tomsontalks fonts-staypuft \
+	fonts-yanone-kaffeesatz fonts-blankenburg fonts-beteckna
+FONTS_STAMP := /usr/share/fonts/.digitscan-fonts
+
+.PHONY: venv fonts test lint demo model bench clean
 
 venv: $(VENV)/.installed
+
+fonts: $(FONTS_STAMP)
+
+$(FONTS_STAMP):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(FONT_PACKAGES) > /dev/null
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Lint, then the whole suite: what CI runs.
-test: venv
+test: venv fonts
 	$(BIN)/ruff check .
 	$(BIN)/digitscan -q data --root $(DATA)
 	$(BIN)/python -m pytest
@@ -38,19 +60,20 @@ demo: venv
 	@echo "results: $(DEMO)/results.jsonl  plots: $(DEMO)/train/*.png  model card: $(DEMO)/digits.json"
 
 # Reproduce the shipped artefacts from scratch (default CNN recipe, seed 0).
-model: venv
+model: venv fonts
 	$(BIN)/digitscan data --root $(DATA)
 	$(BIN)/digitscan train --data $(DATA) --out runs/model --seed 0 --no-progress
 	cp runs/model/checkpoint.pt models/digits.pt
 	mkdir -p models/plots && cp runs/model/*.png models/plots/ && cp runs/model/metrics.json models/
 	$(BIN)/digitscan export models/digits.pt --out models/digits.onnx --quantize int8 --data $(DATA)
 
-bench: venv
+bench: venv fonts
 	$(BIN)/digitscan -q data --root $(DATA)
 	$(BIN)/python -m bench.train_bench --data $(DATA)
 	$(BIN)/python -m bench.export_bench --data $(DATA)
 	$(BIN)/python -m bench.provider_bench --data $(DATA)
 	$(BIN)/python -m bench.worker_bench --data $(DATA)
+	$(BIN)/python -m bench.population_bench --data $(DATA)
 
 clean:
 	rm -rf $(DEMO) runs build *.egg-info .pytest_cache .ruff_cache

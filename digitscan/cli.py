@@ -95,7 +95,8 @@ def data(root: str, png_dir: str | None) -> None:
 
 @main.command()
 @click.option("--arch", type=click.Choice(ARCH_NAMES), default=ARCH_NAMES[0], show_default=True,
-              help="cnn: the shipped model; mlp: the seed notebook's network.")
+              help="cellnet: the shipped model (digits and 'not a digit'); cnn: the earlier "
+                   "VGG-style CNN; mlp: the seed notebook's network.")
 @click.option("--epochs", type=int, default=None, help=_recipe_help("Epochs", "epochs"))
 @click.option("--batch-size", type=int, default=None, help=_recipe_help("Batch size", "batch_size"))
 @click.option("--lr", type=float, default=None, help=_recipe_help("Peak learning rate", "lr"))
@@ -107,19 +108,22 @@ def data(root: str, png_dir: str | None) -> None:
 @click.option("--out", default="runs/train", show_default=True, help="Output folder.")
 @click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)
 @click.option("--augment/--no-augment", default=None,
-              help="Augment training images (default: on for cnn, off for mlp).")
+              help="Augment training images (default: on for cellnet and cnn, off for mlp).")
+@click.option("--cells/--no-cells", default=None,
+              help="Also train on rendered form cells: boxed and printed digits, and cells that "
+                   "hold no digit (default: on for cellnet; needs the fonts, `make fonts`).")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue from this checkpoint.pt with its recipe.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
-def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, resume,
-          no_progress) -> None:
+def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, cells,
+          resume, no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
     from digitscan.trainer.config import TrainConfig
     from digitscan.trainer.train import main as train_main
 
     config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                   schedule=schedule, seed=seed, data=data_dir, out=out,
-                                  device=device, augment=augment, resume=resume)
+                                  device=device, augment=augment, cells=cells, resume=resume)
     metrics = train_main(config, progress=not no_progress)
     click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "
@@ -187,6 +191,10 @@ def _settings(**overrides) -> Settings:
     return Settings.from_env(**overrides)
 
 
+review_option = click.option(
+    "--review-below", type=click.FloatRange(0, 1), default=None, metavar="P",
+    help="Flag digits read with a calibrated probability below P for review (default: the "
+         "model card's threshold, chosen from its error-reject curve).")
 broker_option = click.option("--broker", default=None, metavar="URL",
                              help="Redis URL (default: $DIGITSCAN_BROKER_URL or "
                                   "redis://localhost:6379/0).")
@@ -228,8 +236,9 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
 @click.option("--by-reference", is_flag=True,
               help="Send paths, not bytes: only when every worker sees the same storage.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@review_option
 @broker_option
-def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> None:
+def submit(inputs, wait_, out, chunk_size, by_reference, timeout, review_below, broker) -> None:
     """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id."""
     from digitscan.worker import client
     from digitscan.worker.reconcile import Reconciler
@@ -240,7 +249,8 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, broker) -> Non
     if out:
         check_results_path(out)
     settings = _settings(broker_url=broker)
-    options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference)
+    options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference,
+                            review_below=review_below)
     job = client.submit(list(inputs), settings, options)
     click.echo(job.job)
     click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
@@ -301,7 +311,8 @@ def results(job, out, broker) -> None:
               help="Images per task.")
 @click.option("--broker", default=None, metavar="URL",
               help="Use this Redis instead of starting a private one.")
-def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:
+@review_option
+def scan(inputs, out, workers, model, provider, chunk_size, broker, review_below) -> None:
     """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
     from digitscan.worker.scan import scan as run_scan
 
@@ -309,10 +320,11 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker) -> None:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker,
-                       options=SubmitOptions(chunk_size=chunk_size))
+                       options=SubmitOptions(chunk_size=chunk_size, review_below=review_below))
     acc = "" if summary.accuracy is None else \
         f", accuracy {100 * summary.accuracy:.2f}% on {summary.labelled} labelled"
-    click.echo(f"{summary.images} images, {summary.errors} errors, "
+    click.echo(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
+               f"({summary.not_digits} not a digit), "
                f"{summary.images_per_s:.0f} images/s with {workers} workers{acc}; "
                f"results in {summary.out}")
 

@@ -13,12 +13,21 @@ MNIST_STD = 0.3081
 INPUT_NAME = "pixels"
 LOGITS, PROBS = "logits", "probs"
 OUTPUT_NAMES = (LOGITS, PROBS)
-LABELS = [str(d) for d in range(10)]
+DIGITS = [str(d) for d in range(10)]
+NOT_A_DIGIT = "not a digit"  # the eleventh class, where a model has it
 POLARITY = "MNIST: bright ink (255) on black (0)"
 NORMALISATION = {"scale": 1 / 255, "mean": MNIST_MEAN, "std": MNIST_STD,
                  "where": "inside the graph: (pixels / 255 - mean) / std"}
 INPUT_SPEC = {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 1, 28, 28]}
-OUTPUT_SPECS = [{"name": name, "dtype": "float32", "shape": ["batch", 10]} for name in OUTPUT_NAMES]
+
+
+def labels_for(classes: int) -> list[str]:
+    """The label of each output column: ten digits, then "not a digit" if there are 11."""
+    return DIGITS + [NOT_A_DIGIT] * (classes - len(DIGITS))
+
+
+def output_specs(classes: int) -> list[dict]:
+    return [{"name": name, "dtype": "float32", "shape": ["batch", classes]} for name in OUTPUT_NAMES]
 
 DEFAULT_OPSET = 18
 # torch's dynamo exporter writes opset 18 and newer; older requests are refused, not

@@ -23,7 +23,8 @@
         ├── ImageTimeout
         ├── CorruptArchive
         ├── EmptyArchive
-        └── DeadLettered           its chunk killed its worker on every delivery
+        ├── DeadLettered           its chunk killed its worker on every delivery
+        └── NotADigit              the cell holds something, but no digit (a letter, a mark)
 
 Messages name the bad value, what was expected and what to do.
 """
@@ -131,3 +132,7 @@ class EmptyArchive(ImageError):
 
 class DeadLettered(ImageError):
     kind = "dead-lettered"
+
+
+class NotADigit(ImageError):
+    kind = "not a digit"

@@ -12,17 +12,17 @@ import onnxruntime
 import torch
 
 import digitscan
-from digitscan.contract import INPUT_SPEC, LABELS, NORMALISATION, OUTPUT_SPECS, POLARITY
+from digitscan.contract import INPUT_SPEC, NORMALISATION, POLARITY, labels_for, output_specs
 from digitscan.files import replacing
 from digitscan.hashing import sha256_file
 from digitscan.modelcard import CARD_FORMAT, card_path_for
 
 
 def metadata_props(*, arch: str, checkpoint_sha256: str, test_accuracy: float,
-                   variant: str) -> dict[str, str]:
+                   variant: str, classes: int = 10) -> dict[str, str]:
     """Facts that travel inside the ONNX file itself (``metadata_props``)."""
     return {
-        "digitscan.labels": json.dumps(LABELS),
+        "digitscan.labels": json.dumps(labels_for(classes)),
         "digitscan.polarity": POLARITY,
         "digitscan.normalisation": json.dumps(NORMALISATION),
         "digitscan.arch": arch,
@@ -34,7 +34,7 @@ def metadata_props(*, arch: str, checkpoint_sha256: str, test_accuracy: float,
 
 def build_card(model_path: str | Path, *, checkpoint: str | Path, checkpoint_sha256: str,
                arch: str, parameters: int, variant: str, test_accuracy: float,
-               parity: dict, extra: dict | None = None) -> dict:
+               parity: dict, classes: int = 10, extra: dict | None = None) -> dict:
     model_path = Path(model_path)
     proto = onnx.load(str(model_path), load_external_data=False)
     return {
@@ -53,8 +53,8 @@ def build_card(model_path: str | Path, *, checkpoint: str | Path, checkpoint_sha
             "python": platform.python_version(),
         },
         "input": INPUT_SPEC,
-        "outputs": OUTPUT_SPECS,
-        "labels": LABELS,
+        "outputs": output_specs(classes),
+        "labels": labels_for(classes),
         "polarity": POLARITY,
         "normalisation": NORMALISATION,
         "arch": arch,

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from digitscan.errors import ConfigError
 from digitscan.export.card import build_card, metadata_props, write_card
@@ -20,7 +22,7 @@ from digitscan.files import replacing
 from digitscan.hashing import sha256_file
 from digitscan.trainer.checkpoint import load_model, model_from_state, read_checkpoint
 from digitscan.trainer.data import load_mnist
-from digitscan.trainer.models import count_parameters
+from digitscan.trainer.models import count_parameters, multiply_adds
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ def main(config: ExportConfig) -> list[dict]:
     model = model_from_state(state, config.checkpoint)
     ckpt_sha = sha256_file(config.checkpoint)
     mnist = load_mnist(config.data)
+    calibration = state["metrics"].get("calibration")
+    with torch.no_grad():
+        classes = int(model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape[1])
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cards = []
@@ -73,12 +78,18 @@ def main(config: ExportConfig) -> list[dict]:
         log.info("parity ok: %s, argmax agreement %.4f", report.max_abs_diff,
                  report.argmax_agreement)
         stamp_metadata(part, metadata_props(arch=state["arch"], checkpoint_sha256=ckpt_sha,
-                                            test_accuracy=report.onnx_accuracy, variant="fp32"))
+                                            test_accuracy=report.onnx_accuracy, variant="fp32",
+                                            classes=classes))
         check_graph(part)
         common = dict(checkpoint=config.checkpoint, checkpoint_sha256=ckpt_sha, arch=state["arch"],
-                      parameters=count_parameters(model))
+                      parameters=count_parameters(model), classes=classes)
+        extra = {"multiply_adds": multiply_adds(model)}
+        if calibration:
+            extra.update(calibration=calibration, review_below=calibration["review_below"])
+        if state["config"].get("cells"):
+            extra["populations"] = measure_populations(part, mnist, calibration["review_below"])
         card = build_card(part, variant="fp32", test_accuracy=report.onnx_accuracy,
-                          parity=report.to_dict(), **common)
+                          parity=report.to_dict(), extra=extra, **common)
     cards.append(_install(out, card))
 
     if config.quantize == "int8":
@@ -87,11 +98,27 @@ def main(config: ExportConfig) -> list[dict]:
             quantize_int8(out, q_part, mnist.train_images[:CALIBRATION_IMAGES])
             q = check_int8(out, q_part, mnist.test_images, mnist.test_labels, CALIBRATION_IMAGES)
             stamp_metadata(q_part, metadata_props(arch=state["arch"], checkpoint_sha256=ckpt_sha,
-                                                  test_accuracy=q.int8_accuracy, variant="int8"))
+                                                  test_accuracy=q.int8_accuracy, variant="int8",
+                                                  classes=classes))
+            q_extra = {k: v for k, v in extra.items() if k != "populations"}
             q_card = build_card(q_part, variant="int8", test_accuracy=q.int8_accuracy,
-                                parity={"against": out.name, **q.to_dict()}, **common)
+                                parity={"against": out.name, **q.to_dict()}, extra=q_extra, **common)
         cards.append(_install(q_out, q_card))
     return cards
+
+
+# Population sizes measured for the card at export (the full sets run in `make bench`).
+CARD_POPULATIONS = {"mnist": 10_000, "form": 3000, "boxed": 3000, "printed": 3000, "negative": 3000}
+
+
+def measure_populations(onnx_path: Path, mnist, review_below: float) -> dict:
+    """Accuracy, review share and the error-reject curve on each population, through the
+    worker's own decode and normalisation and this ONNX file."""
+    from digitscan.export.populations import measure
+    from digitscan.export.runtime import cpu_session, run_onnx
+
+    session = cpu_session(onnx_path)
+    return measure(lambda x: run_onnx(session, x)["probs"], mnist, CARD_POPULATIONS, review_below)
 
 
 def validate_main(checkpoint: str, model_path: str, data: str,

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from digitscan.errors import ImageTooLarge, UnreadableImage
-from digitscan.worker.classify import classify_chunk, read_path
+from digitscan.worker.classify import classify_chunk, read_path, read_probs
 from digitscan.worker.messages import Chunk, Item
-from digitscan.worker.results import RESULT_FIELDS
+from digitscan.worker.results import RESULT_FIELDS, result_line
 from digitscan.worker.settings import Limits
 
 JOB = "a" * 32
@@ -21,6 +21,7 @@ class StubClassifier:
     """Says the digit is (number of ink pixels) % 10, with probability 0.75; counts calls."""
 
     sha256 = "stub-sha"
+    review_below = 0.5
 
     def __init__(self):
         self.batches: list[int] = []
@@ -53,7 +54,7 @@ def test_good_and_bad_items_each_get_one_line_and_one_batch(mnist, tmp_path):
     assert clf.batches == [2]  # the two readable digits, in one batch
     ok = [lines[0], lines[2]]
     assert all(isinstance(x["digit"], int) and x["confidence"] == 0.75 and x["error"] is None
-               for x in ok)
+               and x["review"] is False for x in ok)
     assert lines[1]["error"].startswith("unsupported format")
     assert lines[3]["error"].startswith("unreadable file") and "mounted" in lines[3]["error"]
     assert lines[4]["error"].startswith("no digit found")
@@ -83,3 +84,31 @@ def test_read_path_of_a_folder_is_unreadable_not_a_crash(tmp_path):
 def test_read_path_missing_file_names_the_likely_cause(tmp_path):
     with pytest.raises(UnreadableImage, match="No such file or directory .*is the storage mounted"):
         read_path(str(tmp_path / "nope.png"), Limits())
+
+
+def row(*pairs, classes=11) -> np.ndarray:
+    p = np.zeros(classes, np.float32)
+    for k, v in pairs:
+        p[k] = v
+    return p
+
+
+@pytest.mark.parametrize(("probs", "review_below", "digit", "review", "error"), [
+    (row((3, 0.97), (10, 0.03)), 0.9, 3, False, None),
+    (row((3, 0.6), (8, 0.3), (10, 0.1)), 0.9, 3, True, None),       # unsure: kept, flagged
+    (row((3, 0.2), (10, 0.8)), 0.9, None, False, "not a digit: probability 0.800"),
+    (row((3, 0.45), (5, 0.1), (10, 0.45)), 0.9, 3, True, None),      # a tie goes to the digit
+    (row((7, 0.9), classes=10), 0.95, 7, True, None),                # a ten-class model
+])
+def test_read_probs(probs, review_below, digit, review, error):
+    line = result_line(JOB, 0, "x.png", "m")
+    read_probs(line, probs, review_below)
+    assert (line["digit"], line["review"], line["error"]) == (digit, review, error)
+    assert (line["confidence"] is None) == (digit is None)
+
+
+def test_the_jobs_threshold_wins_over_the_models(mnist):
+    item = Item(0, "a.png", data=png(255 - mnist.test_images[0]))
+    clf = StubClassifier()  # 0.75 for its digit; its own threshold is 0.5
+    assert classify_chunk(Chunk(JOB, 0, (item,)), clf, Limits())[0]["review"] is False
+    assert classify_chunk(Chunk(JOB, 0, (item,), review_below=0.8), clf, Limits())[0]["review"]

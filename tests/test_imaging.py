@@ -5,11 +5,10 @@ import pytest
 from PIL import Image
 
 from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
+from digitscan.trainer.cells import form_cell, form_cells
 from digitscan.worker.imaging import decode, normalize, prepare
 from digitscan.worker.model import Classifier
 from digitscan.worker.settings import Limits
-
-from .formcells import form_cell, form_cells
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

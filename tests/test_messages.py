@@ -11,6 +11,9 @@ def test_round_trip_inline_and_by_reference():
     chunk = Chunk(JOB, 3, (Item(0, "a.png", data=b"\x89PNG"), Item(1, "/s/b.png", path="/s/b.png")))
     assert Chunk.from_message(chunk.to_message()) == chunk
     assert chunk.task_id == f"{JOB}:3"
+    with_threshold = Chunk(JOB, 4, chunk.items, review_below=0.9)
+    assert Chunk.from_message(with_threshold.to_message()) == with_threshold
+    assert "review_below" not in chunk.to_message()  # absent: the worker's own threshold
 
 
 @pytest.mark.parametrize(("message", "match"), [
@@ -24,6 +27,10 @@ def test_round_trip_inline_and_by_reference():
      "not base64"),
     ({"v": 1, "job": JOB, "chunk": 0, "items": [{"i": True, "source": "x", "data": ""}]},
      "index True"),
+    ({"v": 1, "job": JOB, "chunk": 0, "review_below": 1.5, "items": [{"i": 0, "source": "x", "data": ""}]},
+     "review_below 1.5 is not a probability"),
+    ({"v": 1, "job": JOB, "chunk": 0, "review_below": "high", "items": [{"i": 0, "source": "x", "data": ""}]},
+     "review_below 'high'"),
 ])
 def test_malformed_messages_are_named(message, match):
     with pytest.raises(MalformedMessage, match=match):

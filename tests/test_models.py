@@ -2,14 +2,34 @@ import pytest
 import torch
 
 from digitscan.errors import ConfigError
-from digitscan.trainer.models import DEFAULT_MODEL_ARGS, MNIST_MEAN, MNIST_STD, Normalize, build_model
+from digitscan.trainer.models import (
+    DEFAULT_MODEL_ARGS,
+    MNIST_MEAN,
+    MNIST_STD,
+    Calibrated,
+    Normalize,
+    build_model,
+    multiply_adds,
+)
 
 
-@pytest.mark.parametrize("arch", ["cnn", "mlp"])
-def test_forward_takes_uint8_pixels(arch):
+@pytest.mark.parametrize(("arch", "classes"), [("cellnet", 11), ("cnn", 10), ("mlp", 10)])
+def test_forward_takes_uint8_pixels(arch, classes):
     model = build_model(arch, **DEFAULT_MODEL_ARGS[arch]).eval()
     x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
-    assert model(x).shape == (3, 10)
+    assert model(x).shape == (3, classes)
+
+
+def test_the_shipped_architecture_is_within_its_multiply_add_budget():
+    """<= 4 M multiply-adds per image (the VGG-style CNN: 18.7 M), counted layer by layer."""
+    assert multiply_adds(build_model("cnn", **DEFAULT_MODEL_ARGS["cnn"])) == 18_691_840
+    assert multiply_adds(build_model("cellnet", **DEFAULT_MODEL_ARGS["cellnet"])) <= 4_000_000
+
+
+def test_calibrated_divides_logits_by_the_temperature():
+    model = build_model("mlp", **DEFAULT_MODEL_ARGS["mlp"]).eval()
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert torch.allclose(Calibrated(model, 2.0)(x), model(x) / 2)
 
 
 def test_normalisation_is_inside_the_model():
@@ -25,5 +45,5 @@ def test_mlp_is_the_seed_architecture():
 
 
 def test_unknown_arch_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="Invalid arch 'resnet'. Only cnn, mlp are supported"):
+    with pytest.raises(ConfigError, match="Invalid arch 'resnet'. Only cellnet, cnn, mlp are supported"):
         build_model("resnet")

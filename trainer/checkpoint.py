@@ -14,7 +14,7 @@ from torch import nn
 import digitscan
 from digitscan.errors import CheckpointError
 from digitscan.files import replacing
-from digitscan.trainer.models import build_model
+from digitscan.trainer.models import Calibrated, build_model
 
 REQUIRED_KEYS = ("model", "arch", "model_args", "epoch", "config", "metrics")
 
@@ -60,10 +60,14 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 def model_from_state(state: dict, path: str | Path) -> nn.Module:
-    """The eval-mode module from a checkpoint dict already read by ``read_checkpoint``."""
+    """The eval-mode module from a checkpoint dict already read by ``read_checkpoint``: the
+    function that is exported and deployed, with its calibration temperature if it has one."""
     model = build_model(state["arch"], **state["model_args"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit arch {state['arch']!r}: {exc}") from None
+    temperature = (state["metrics"].get("calibration") or {}).get("temperature")
+    if temperature is not None:
+        model = Calibrated(model, float(temperature))
     return model.eval()

@@ -42,7 +42,9 @@ def training_curves(epochs: list[dict], path: Path) -> Path:
 
 
 def confusion_matrix(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    m = np.zeros((10, 10), dtype=np.int64)
+    """Rows: true digit; columns: predicted digit, and an 11th for "not a digit" if any."""
+    cols = max(10, int(preds.max()) + 1 if len(preds) else 10)
+    m = np.zeros((10, cols), dtype=np.int64)
     np.add.at(m, (labels.astype(np.int64), preds.astype(np.int64)), 1)
     return m
 
@@ -52,12 +54,13 @@ def confusion(preds: np.ndarray, labels: np.ndarray, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     # Log colour scale: the diagonal would otherwise hide every mistake.
     im = ax.imshow(np.log1p(m), cmap="Blues")
-    for t in range(10):
-        for p in range(10):
+    for t in range(m.shape[0]):
+        for p in range(m.shape[1]):
             if m[t, p]:
                 ax.text(p, t, str(m[t, p]), ha="center", va="center", fontsize=7,
                         color="white" if t == p else "black")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+    ax.set(xticks=range(m.shape[1]), yticks=range(10), xlabel="predicted (10: not a digit)",
+           ylabel="true",
            title=f"Confusion matrix ({int(np.trace(m))}/{int(m.sum())} correct)")
     fig.colorbar(im, ax=ax, label="log(1 + count)")
     return _save(fig, path)

@@ -18,7 +18,7 @@ from digitscan.trainer.checkpoint import load_model, read_checkpoint, save_check
 from digitscan.trainer.config import TrainConfig
 from digitscan.trainer.data import Mnist, load_mnist
 from digitscan.trainer.engine import evaluate, train_one_epoch
-from digitscan.trainer.models import build_model, count_parameters
+from digitscan.trainer.models import build_model, count_parameters, multiply_adds
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,71 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
 def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
     """A resumed run continues the checkpoint's recipe; only where it runs may change."""
     state = read_checkpoint(config.resume)
-    saved = TrainConfig(**{**state["config"], "resume": config.resume, "data": config.data,
-                           "out": config.out, "device": config.device})
+    saved = TrainConfig(**{"cells": False, **state["config"], "resume": config.resume,
+                           "data": config.data, "out": config.out, "device": config.device})
     return saved, state
+
+
+# Form cells mixed into training (cellnet): as many of each kind as a quarter of MNIST,
+# and a small held-out set from other MNIST writers to calibrate on.
+CALIBRATION_WRITERS = 5000  # the last MNIST training images: never trained on
+TRAIN_CELLS = dict(boxed=25000, printed=25000, negative=25000)
+CALIBRATION_CELLS = dict(boxed=1500, printed=1500, negative=1500)
+
+
+def training_data(config: TrainConfig, mnist: Mnist):
+    """(train images, train labels, calibration images, calibration labels) as numpy."""
+    if not config.cells:
+        return mnist.train_images, mnist.train_labels, None, None
+    from digitscan.trainer import cells, cellset
+
+    train_fonts, _ = cells.split_fonts()
+    if not train_fonts:
+        raise ConfigError("no fonts with digits found under /usr/share/fonts: install the font "
+                          "packages (`make fonts`) or train with --no-cells.")
+    n = len(mnist.train_images) - CALIBRATION_WRITERS
+    # MNIST as the worker hands it to the model: through its normalisation.
+    train_images = cellset.normalized(mnist.train_images)
+    writers, labels = train_images[:n], mnist.train_labels[:n]
+    held, held_labels = train_images[n:], mnist.train_labels[n:]
+    cache = Path(config.data) / "cells"
+    cx, cy = cellset.cached(cellset.CellSetSpec(**TRAIN_CELLS, seed=config.seed),
+                            mnist.train_images[:n], labels, train_fonts, cache)
+    vx, vy = cellset.cached(cellset.CellSetSpec(**CALIBRATION_CELLS, seed=config.seed + 10_000),
+                            mnist.train_images[n:], held_labels, train_fonts, cache)
+    return (np.concatenate([writers, cx]), np.concatenate([labels.astype(np.int64), cy]),
+            np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy]))
+
+
+@torch.no_grad()
+def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Temperature scaling (Guo et al. 2017) on held-out data, and the review threshold:
+    the calibrated confidence below which the lowest 1 % of held-out digits fall."""
+    model.eval()
+    logits = torch.cat([model(images[i : i + 1000]) for i in range(0, len(images), 1000)])
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    nll = torch.nn.CrossEntropyLoss()
+
+    def closure():
+        opt.zero_grad()
+        with torch.enable_grad():
+            loss = nll(logits / log_t.exp(), labels)
+            loss.backward()
+        return loss
+
+    before = float(nll(logits, labels))
+    opt.step(closure)
+    temperature = float(log_t.exp())
+    probs = torch.softmax(logits / temperature, 1)
+    digits = labels < 10
+    confidence = probs[digits, :10].max(1).values
+    review_below = float(torch.quantile(confidence, 0.01))
+    return {"temperature": temperature, "nll_before": before,
+            "nll_after": float(nll(logits / temperature, labels)),
+            "review_below": round(min(max(review_below, 0.5), 0.99), 4),
+            "held_out": {"images": len(labels), "digits": int(digits.sum()),
+                         "not_digits": int((~digits).sum())}}
 
 
 def write_outputs(out: Path, mnist: Mnist, result, metrics: dict, epochs: list[dict] | None):
@@ -73,7 +135,8 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     mnist = load_mnist(config.data)
-    train_x, train_y = as_tensors(mnist.train_images, mnist.train_labels, device)
+    images, labels, cal_images, cal_labels = training_data(config, mnist)
+    train_x, train_y = as_tensors(images, labels, device)
     test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, device)
 
     model = build_model(config.arch, **config.model_args).to(device)
@@ -116,12 +179,17 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         log.info("epoch %d/%d  train loss %.4f  test accuracy %.2f%%  (%.1f s)",
                  epoch + 1, config.epochs, loss, 100 * result.accuracy, seconds)
         metrics = build_metrics(config, model, result, test_y, history, wall, mnist.source, device)
+        if cal_images is not None and epoch == config.epochs - 1:
+            metrics["calibration"] = calibrate(model, *as_tensors(cal_images, cal_labels, device))
+            log.info("calibrated: temperature %.3f, review below %.3f",
+                     metrics["calibration"]["temperature"], metrics["calibration"]["review_below"])
         save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer,
                         lr_scheduler=scheduler, epoch=epoch, config=config.to_dict(),
                         metrics=metrics, arch=config.arch, model_args=config.model_args)
     if result is None:  # resumed a finished run: nothing to train, just report
         result = evaluate(model, test_x, test_y)
-        metrics = build_metrics(config, model, result, test_y, history, wall, mnist.source, device)
+        metrics = {**state["metrics"],
+                   **build_metrics(config, model, result, test_y, history, wall, mnist.source, device)}
     write_outputs(out, mnist, result, metrics, history)
     return metrics
 
@@ -130,6 +198,7 @@ def build_metrics(config, model, result, test_y, history, wall, source, device) 
     return {
         "arch": config.arch,
         "parameters": count_parameters(model),
+        "multiply_adds": multiply_adds(model),
         "test_accuracy": result.accuracy,
         "test_loss": result.loss,
         "per_class_accuracy": result.per_class_accuracy(test_y),

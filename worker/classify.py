@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from digitscan.errors import ImageError, ImageTooLarge, UnreadableImage
+from digitscan.errors import ImageError, ImageTooLarge, NotADigit, UnreadableImage
 from digitscan.worker.imaging import prepare
 from digitscan.worker.messages import Chunk
 from digitscan.worker.results import result_line
@@ -16,6 +16,7 @@ from digitscan.worker.settings import Limits
 
 class Predictor(Protocol):
     sha256: str
+    review_below: float  # the model card's threshold, when the job sets none
 
     def predict(self, digits: np.ndarray) -> np.ndarray: ...
 
@@ -35,9 +36,30 @@ def read_path(path: str, limits: Limits) -> bytes:
                               ) from None
 
 
-def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[dict]:
+NOT_A_DIGIT = 10  # the eleventh output, where the model has one
+
+
+def read_probs(line: dict, p, review_below: float) -> None:
+    """Fill ``line`` from one row of probabilities: the likeliest digit and its probability,
+    flagged for review below the threshold; or "not a digit" when the model's eleventh
+    class wins (the line keeps no digit: a guess would be read as an answer)."""
+    best = int(p[:NOT_A_DIGIT].argmax())
+    if len(p) > NOT_A_DIGIT and p[NOT_A_DIGIT] > p[best]:
+        line["error"] = str(NotADigit(f"probability {float(p[NOT_A_DIGIT]):.3f}"))
+        return
+    line["digit"] = best
+    line["confidence"] = round(float(p[best]), 6)
+    line["review"] = bool(p[best] < review_below)
+
+
+def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
+                   review_below: float | None = None) -> list[dict]:
     """One result line per item: a digit and its probability, or an error. Never raises
-    for a bad image: it gets its own error line and its neighbours are unaffected."""
+    for a bad image: it gets its own error line and its neighbours are unaffected.
+    ``review_below``: the job's threshold (default: the chunk's, else the model's)."""
+    if review_below is None:
+        review_below = chunk.review_below if chunk.review_below is not None \
+            else classifier.review_below
     results, digits, ok = [], [], []
     for item in chunk.items:
         line = result_line(chunk.job, item.index, item.source, classifier.sha256)
@@ -51,6 +73,5 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[
     if digits:
         probs = classifier.predict(np.stack(digits))
         for line, p in zip(ok, probs):
-            line["digit"] = int(p.argmax())
-            line["confidence"] = round(float(p.max()), 6)
+            read_probs(line, p, review_below)
     return results

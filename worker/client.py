@@ -75,11 +75,11 @@ class Chunker:
                     pending.append(Item(self.total, found.source, data=found.data, path=found.path))
                     size += len(found.data or b"")
                     if len(pending) >= self.options.chunk_size or size >= self.options.max_chunk_bytes:
-                        yield Chunk(self.job, chunk_no, tuple(pending))
+                        yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
                         pending, size, chunk_no = [], 0, chunk_no + 1
                 self.total += 1
         if pending:
-            yield Chunk(self.job, chunk_no, tuple(pending))
+            yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
 
 
 def publish(app, settings: Settings, chunk: Chunk) -> None:

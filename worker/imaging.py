@@ -207,13 +207,33 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
 
     A rule is a straight run in the cell's outer third that either crosses (nearly) the
     whole cell, as rules cut with the cell do, or is one side of a box: long runs in both
-    directions at once. A digit's own strokes do neither: in a cell cut around it they stop
-    short of the edges, and no digit has both a long bar and a long upright near the edges.
+    directions that meet in at least two corners. A digit's own strokes do neither: in a
+    cell cut around it they stop short of the edges, and its curves part its straight bits.
     """
     h_long, v_long = _runs(mask, True, 0.55), _runs(mask, False, 0.55)
     if h_long.any() and v_long.any():
-        return cv2.bitwise_or(h_long, v_long)
+        # A box's sides meet at right-angled corners; a large 0, a 2's base and its stem
+        # are long and straight-ish too, but their curves keep the straight parts apart.
+        near = np.ones((5, 5), np.uint8)
+        corners = cv2.bitwise_and(cv2.dilate(h_long, near), cv2.dilate(v_long, near))
+        box = cv2.bitwise_or(h_long, v_long)
+        if cv2.connectedComponents(corners)[0] - 1 >= 2 and _encloses(mask, box):
+            return box
     return cv2.bitwise_or(_runs(mask, True, 0.9), _runs(mask, False, 0.9))
+
+
+def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
+    """True if what is left without ``box`` lies mostly well inside it (or nothing is left),
+    as a digit in its box does; a thick 0 taken for a box leaves only its corner arcs."""
+    rest = cv2.bitwise_and(mask, cv2.bitwise_not(box))
+    total = cv2.countNonZero(rest)
+    if total <= 0.1 * cv2.countNonZero(box):
+        return True  # nothing, or the box's own corner pixels: an empty box
+    ys, xs = np.nonzero(box)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    m = max(2, int(0.15 * min(y1 - y0, x1 - x0)))
+    inside = cv2.countNonZero(rest[y0 + m : y1 - m + 1, x0 + m : x1 - m + 1])
+    return inside >= 0.6 * total
 
 
 def remove_rules(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:

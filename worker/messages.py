@@ -1,11 +1,13 @@
 """The job message: one chunk of images. JSON only, validated before any work.
 
-    {"v": 1, "job": "<32 hex>", "chunk": 0,
+    {"v": 1, "job": "<32 hex>", "chunk": 0, "review_below": 0.9,
      "items": [{"i": 0, "source": "scans/a.png", "data": "<base64>"},
                {"i": 1, "source": "/shared/b.png", "path": "/shared/b.png"}]}
 
 ``data`` carries the file inline (the default); ``path`` is used with --by-reference
 when every worker sees the same storage. ``i`` is the item's index in the job.
+``review_below`` (optional) is the job's review threshold; without it the worker uses
+its own setting or its model card's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Chunk:
     job: str
     chunk: int
     items: tuple[Item, ...]
+    review_below: float | None = None
 
     @property
     def task_id(self) -> str:
@@ -49,8 +52,11 @@ class Chunk:
         return f"{self.job}:{self.chunk}"
 
     def to_message(self) -> dict:
-        return {"v": VERSION, "job": self.job, "chunk": self.chunk,
-                "items": [item.to_message() for item in self.items]}
+        out = {"v": VERSION, "job": self.job, "chunk": self.chunk,
+               "items": [item.to_message() for item in self.items]}
+        if self.review_below is not None:
+            out["review_below"] = self.review_below
+        return out
 
     @classmethod
     def from_message(cls, message: object) -> Chunk:
@@ -65,7 +71,12 @@ class Chunk:
             raise MalformedMessage(f"chunk {chunk!r} is not a non-negative integer")
         if not isinstance(items, list) or not items:
             raise MalformedMessage("items must be a non-empty list")
-        return cls(job=job, chunk=chunk, items=tuple(_item(raw) for raw in items))
+        review = message.get("review_below")
+        if review is not None and (isinstance(review, bool) or not isinstance(review, (int, float))
+                                   or not 0 <= review <= 1):
+            raise MalformedMessage(f"review_below {review!r} is not a probability")
+        return cls(job=job, chunk=chunk, items=tuple(_item(raw) for raw in items),
+                   review_below=None if review is None else float(review))
 
 
 def _item(raw: object) -> Item:

@@ -54,10 +54,15 @@ def default_threads(processes: int, available: int | None = None) -> int:
 class Classifier:
     """An onnxruntime session over a verified digitscan model."""
 
-    def __init__(self, model_path: str | Path, provider: str = "auto", threads: int = 1):
+    def __init__(self, model_path: str | Path, provider: str = "auto", threads: int = 1,
+                 review_below: float | None = None):
         self.path = Path(model_path)
         self.card = verify_model_file(self.path)
         self.sha256 = self.card["sha256"]
+        # Below this calibrated probability a digit is flagged for review: the worker's
+        # setting if given, else the threshold the card chose from the error-reject curve.
+        self.review_below = float(self.card.get("review_below", 0.0) if review_below is None
+                                  else review_below)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -84,7 +89,8 @@ class Classifier:
         self.predict(np.zeros((1, 28, 28), dtype=np.uint8))
 
     def predict(self, digits: np.ndarray) -> np.ndarray:
-        """uint8 [N,28,28] (MNIST polarity) -> probabilities float32 [N,10]."""
+        """uint8 [N,28,28] (MNIST polarity) -> probabilities float32 [N,classes]: ten
+        digits, and "not a digit" as an eleventh where the model has it."""
         x = np.ascontiguousarray(digits, dtype=np.uint8).reshape(-1, 1, 28, 28)
         (probs,) = self.session.run([PROBS], {INPUT_NAME: x})
         return probs

@@ -16,14 +16,17 @@ from typing import IO
 from digitscan.errors import ConfigError
 from digitscan.files import replacing
 
-RESULT_FIELDS = ("job", "source", "digit", "confidence", "error", "model")
+RESULT_FIELDS = ("job", "source", "digit", "confidence", "review", "error", "model")
 
 
 def result_line(job: str, index: int, source: str, model: str | None, *, digit: int | None = None,
-                confidence: float | None = None, error: str | None = None) -> dict:
-    """One image's result, with its ``index``: a digit and its probability, or an error."""
+                confidence: float | None = None, review: bool = False,
+                error: str | None = None) -> dict:
+    """One image's result, with its ``index``: a digit, its calibrated probability and
+    whether a person should look at it (``review``: the probability is below the job's
+    threshold), or an error (``not a digit``, ``corrupt image``, ...)."""
     return {"index": index, "job": job, "source": source, "digit": digit,
-            "confidence": confidence, "error": error, "model": model}
+            "confidence": confidence, "review": review, "error": error, "model": model}
 
 
 def error_line(job: str, index: int, source: str, error: Exception | str,

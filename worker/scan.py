@@ -27,6 +27,8 @@ class ScanSummary:
     errors: int
     seconds: float
     images_per_s: float
+    review: int
+    not_digits: int
     labelled: int
     correct: int
     out: str
@@ -42,9 +44,9 @@ def label_of(source: str) -> int | None:
     return int(parent) if len(parent) == 1 and parent.isdigit() else None
 
 
-def score(out: Path) -> tuple[int, int, int]:
-    """(errors, labelled, correct) from a results file."""
-    errors = labelled = correct = 0
+def score(out: Path) -> tuple[int, int, int, int, int]:
+    """(errors, review, not digits, labelled, correct) from a results file."""
+    errors = review = not_digits = labelled = correct = 0
     with open(out) as f:
         rows = (json.loads(line) for line in f) if out.suffix == ".jsonl" else None
         if rows is None:
@@ -52,11 +54,13 @@ def score(out: Path) -> tuple[int, int, int]:
         for row in rows:
             if row["error"]:
                 errors += 1
+                not_digits += row["error"].startswith("not a digit")
+            review += row["review"] in (True, "True")
             label = label_of(row["source"])
             if label is not None:
                 labelled += 1
                 correct += str(row["digit"]) == str(label)
-    return errors, labelled, correct
+    return errors, review, not_digits, labelled, correct
 
 
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
@@ -84,7 +88,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
              repair_after=settings.repair_after)
         seconds = time.perf_counter() - t0
         count = write_results(store, job.job, out)
-    errors, labelled, correct = score(Path(out))
+    errors, review, not_digits, labelled, correct = score(Path(out))
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
-                       images_per_s=count / seconds if seconds else 0.0, labelled=labelled,
-                       correct=correct, out=out)
+                       images_per_s=count / seconds if seconds else 0.0, review=review,
+                       not_digits=not_digits, labelled=labelled, correct=correct, out=out)

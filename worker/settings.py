@@ -42,10 +42,16 @@ class SubmitOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     by_reference: bool = False
     max_chunk_bytes: int = MAX_CHUNK_BYTES
+    # Digits whose calibrated probability is below this get review: true (None: the
+    # worker's setting, else its model card's threshold).
+    review_below: float | None = None
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}.")
+        if self.review_below is not None and not 0 <= self.review_below <= 1:
+            raise ConfigError(f"--review-below must be a probability from 0 to 1, got "
+                              f"{self.review_below}.")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Settings:
     max_requeues: int = 3
     # Each image gets at most this long to decode and normalise (0 = no bound).
     image_timeout: float = IMAGE_TIMEOUT_S
+    # Flag digits below this calibrated probability for review; -1: the model card's choice.
+    review_below: float = -1.0
     # CA bundle that signs the Redis server's certificate, for rediss:// URLs
     # (default: the system's CAs). Certificates are always verified.
     tls_ca: str = ""
@@ -88,6 +96,9 @@ class Settings:
                 f"still running. Raise {ENV_PREFIX}VISIBILITY_TIMEOUT or lower "
                 f"{ENV_PREFIX}TASK_TIME_LIMIT."
             )
+        if self.review_below != -1 and not 0 <= self.review_below <= 1:
+            raise ConfigError(f"{ENV_PREFIX}REVIEW_BELOW must be a probability from 0 to 1 (or -1 "
+                              f"for the model card's threshold), got {self.review_below}.")
         for name in ("max_image_bytes", "max_pixels", "result_ttl", "task_time_limit"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be > 0, got {getattr(self, name)}.")

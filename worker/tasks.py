@@ -49,7 +49,8 @@ class ChunkTask(Task):
 
             s = self.settings
             threads = s.threads or default_threads(s.concurrency or self.pool_processes)
-            clf = Classifier(s.model, s.provider, threads)
+            clf = Classifier(s.model, s.provider, threads,
+                             review_below=None if s.review_below < 0 else s.review_below)
             clf.warm_up()
             log.info("model %s loaded (sha256 %s, %s, %d threads)", s.model, clf.sha256[:16],
                      clf.providers[0], threads)
