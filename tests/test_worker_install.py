@@ -86,7 +86,9 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
                            text=True, cwd=tmp_path)
     assert strip.returncode == 0 and "export/" in strip.stdout, strip.stderr
     size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 1e6
-    assert size_mb < 400, f"worker venv is {size_mb:.0f} MB"
+    # ~400 MB: onnxruntime, numpy, Pillow, celery, redis and OpenCV's headless wheel (~150 MB,
+    # the cell cleanup); a venv with torch is ~5.7 GB.
+    assert size_mb < 450, f"worker venv is {size_mb:.0f} MB"
     train = subprocess.run([str(venv / "bin" / "digitscan"), "export", "c.pt", "--out", "x.onnx"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert train.returncode == 1 and "pip install 'digitscan[export]'" in train.stderr

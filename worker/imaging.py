@@ -35,6 +35,10 @@ from digitscan.errors import (
 )
 from digitscan.worker.settings import Limits
 
+# One image is far too small to split across threads, and the pool already runs one
+# process per core: OpenCV's own thread pool would only oversubscribe them.
+cv2.setNumThreads(1)
+
 # Pillow format ids that we decode. TIFF and GIF: first page/frame only.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
 # Recognised but refused: they run external programs or are not images of a page.

@@ -1,0 +1,40 @@
+"""The shipped model on what users scan, through the worker's real path (decode, cell
+cleanup, normalisation, onnxruntime), on sets small enough for CI. The floors sit a little
+below what the full sets measure (`python -m bench.population_bench`, README); the seed
+differs from the card's, so these are fresh cells of the same populations."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitscan.export.populations import measure
+from digitscan.worker.model import Classifier
+
+pytestmark = pytest.mark.integration
+SIZES = {"mnist": 1000, "form": 400, "boxed": 600, "printed": 600, "negative": 600}
+FLOORS = {"mnist": 0.985, "form": 0.975, "boxed": 0.89, "printed": 0.88}
+
+
+@pytest.fixture(scope="module")
+def report(mnist, shipped_model):
+    clf = Classifier(shipped_model, "cpu", threads=2)
+    return measure(clf.predict, mnist, SIZES, clf.review_below, seed=7)
+
+
+@pytest.mark.parametrize("name", list(FLOORS))
+def test_digits_are_read(report, name):
+    assert report[name]["accuracy"] >= FLOORS[name], report[name]
+
+
+def test_cells_without_a_digit_are_flagged_and_digits_rarely_are(report):
+    assert report["negative"]["flagged"] >= 0.94, report["negative"]
+    assert report["digits_flagged"] <= 0.07
+
+
+@pytest.mark.parametrize("name", list(FLOORS))
+def test_what_is_not_flagged_is_right(report, name):
+    assert report[name]["accuracy_when_not_flagged"] >= 0.975, report[name]
+
+
+def test_confidence_means_what_it_says(report):
+    assert report["expected_calibration_error"] <= 0.02
