@@ -21,5 +21,7 @@ ENTRYPOINT []
 CMD ["digitscan", "worker"]
 
 FROM base AS trainer
-RUN pip install '.[all]'
+# The typefaces the trainer renders printed digits and non-digit cells from.
+RUN apt-get update && grep -v '^#' docker/fonts.txt | xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* && pip install '.[all]'
 CMD ["digitscan", "--help"]

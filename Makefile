@@ -11,16 +11,7 @@ DEMO   ?= demo
 # Typefaces for the printed-digit and not-a-digit cells the trainer renders and the tests
 # hold out (trainer/cells.py): serif, sans, mono, condensed, handwriting-style, with their
 # bold and italic faces. Debian's packages; installed once, as root (CI runs as root).
-FONT_PACKAGES ?= fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf fonts-urw-base35 \
-	fonts-croscore fonts-crosextra-carlito fonts-crosextra-caladea fonts-roboto fonts-open-sans \
-	fonts-lato fonts-cantarell fonts-comic-neue fonts-humor-sans fonts-sil-gentium fonts-ebgaramond \
-	fonts-firacode fonts-hack fonts-inconsolata fonts-linuxlibertine fonts-texgyre fonts-go \
-	fonts-noto-mono fonts-oflb-euterpe fonts-jura fonts-quicksand fonts-dancingscript \
-	fonts-adf-gillius fonts-adf-accanthis fonts-league-spartan fonts-cabin fonts-oxygen fonts-agave \
-	fonts-junicode fonts-breip fonts-sil-andika fonts-anonymous-pro fonts-b612 fonts-averia-gwf \
-	fonts-averia-sans-gwf fonts-averia-serif-gwf fonts-cmu fonts-dkg-handwriting fonts-femkeklaver \
-	fonts-gfs-didot fonts-isabella fonts-lobster fonts-lobstertwo fonts-tomsontalks fonts-staypuft \
-	fonts-yanone-kaffeesatz fonts-blankenburg fonts-beteckna
+FONT_PACKAGES ?= $(shell grep -v '^\#' docker/fonts.txt)
 FONTS_STAMP := /usr/share/fonts/.digitscan-fonts
 
 .PHONY: venv fonts test lint demo model bench clean
@@ -29,7 +20,7 @@ venv: $(VENV)/.installed
 
 fonts: $(FONTS_STAMP)
 
-$(FONTS_STAMP):
+$(FONTS_STAMP): docker/fonts.txt
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends $(FONT_PACKAGES) > /dev/null
 	touch $@
