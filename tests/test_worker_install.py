@@ -48,8 +48,11 @@ def test_clients_import_with_a_bad_setting_in_the_environment(tmp_path):
 def test_wheel_installs_one_top_level_package(tmp_path):
     """`worker`, `trainer` and `export` install as digitscan.* (other distributions own
     those top-level names); the wheel holds the stage folders under digitscan/."""
+    src = tmp_path / "src"  # setuptools writes build/ beside the sources: not in ours
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "data", "runs", "demo", ".git",
+                                                              "*.egg-info", "build", "__pycache__"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                          "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                          "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("digitscan-*.whl")
