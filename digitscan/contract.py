@@ -15,6 +15,7 @@ LOGITS, PROBS = "logits", "probs"
 OUTPUT_NAMES = (LOGITS, PROBS)
 DIGITS = [str(d) for d in range(10)]
 NOT_A_DIGIT = "not a digit"  # the eleventh class, where a model has it
+NOT_A_DIGIT_CLASS = len(DIGITS)  # its index: the column after the ten digits
 POLARITY = "MNIST: bright ink (255) on black (0)"
 NORMALISATION = {"scale": 1 / 255, "mean": MNIST_MEAN, "std": MNIST_STD,
                  "where": "inside the graph: (pixels / 255 - mean) / std"}

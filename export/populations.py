@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from digitscan.contract import NOT_A_DIGIT_CLASS
 from digitscan.errors import ImageError
 from digitscan.trainer import cells
 from digitscan.trainer.data import Mnist
 from digitscan.worker.imaging import prepare
 
 POPULATIONS = ("mnist", "form", "boxed", "printed", "negative")
-NOT_A_DIGIT = cells.NOT_A_DIGIT
+NOT_A_DIGIT = NOT_A_DIGIT_CLASS
 # Thresholds at which the error-reject curve is read.
 CURVE = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 

@@ -104,7 +104,11 @@ def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model, requ
         """Images with a result so far, read from the scan's own Redis."""
         for cmdline in started().values():
             if "redis-server" in cmdline:
-                port = int(cmdline.split()[1].rsplit(":", 1)[1])
+                # "redis-server HOST:PORT" once it has retitled itself; its own argv
+                # ("... --port PORT ...") for the moment before.
+                words = cmdline.split()
+                port = int(words[words.index("--port") + 1] if "--port" in words
+                           else words[1].rsplit(":", 1)[1])
                 client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
                 try:
                     return sum(client.hlen(k) for k in client.scan_iter("digitscan:job:*:results"))

@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from digitscan.contract import NOT_A_DIGIT_CLASS
+
 FONT_DIRS = (Path("/usr/share/fonts"),)
-NOT_A_DIGIT = 10  # the eleventh class
+NOT_A_DIGIT = NOT_A_DIGIT_CLASS  # the label of a cell with no digit
 # Whole designs held out for the printed test set; clones of one design (Courier: Nimbus
 # Mono PS and FreeMono) are held out together. Serif, sans, condensed, mono and
 # handwriting-style designs, each with their bold and italic faces where they have them.

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from digitscan.contract import NOT_A_DIGIT_CLASS as NOT_A_DIGIT
 from digitscan.errors import ImageError, ImageTooLarge, NotADigit, UnreadableImage
 from digitscan.worker.imaging import prepare
 from digitscan.worker.messages import Chunk
@@ -36,7 +37,6 @@ def read_path(path: str, limits: Limits) -> bytes:
                               ) from None
 
 
-NOT_A_DIGIT = 10  # the eleventh output, where the model has one
 
 
 def read_probs(line: dict, p, review_below: float) -> None:
@@ -52,14 +52,11 @@ def read_probs(line: dict, p, review_below: float) -> None:
     line["review"] = bool(p[best] < review_below)
 
 
-def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
-                   review_below: float | None = None) -> list[dict]:
+def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[dict]:
     """One result line per item: a digit and its probability, or an error. Never raises
-    for a bad image: it gets its own error line and its neighbours are unaffected.
-    ``review_below``: the job's threshold (default: the chunk's, else the model's)."""
-    if review_below is None:
-        review_below = chunk.review_below if chunk.review_below is not None \
-            else classifier.review_below
+    for a bad image: it gets its own error line and its neighbours are unaffected. Review
+    threshold: the job's (carried by the chunk), else the classifier's."""
+    review_below = classifier.review_below if chunk.review_below is None else chunk.review_below
     results, digits, ok = [], [], []
     for item in chunk.items:
         line = result_line(chunk.job, item.index, item.source, classifier.sha256)
