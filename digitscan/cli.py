@@ -4,6 +4,7 @@ install (no torch) can run ``scan``, ``worker``, ``submit``, ``status`` and ``re
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
@@ -12,7 +13,7 @@ from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from digitscan.devices import DEVICES
 from digitscan.errors import DigitscanError
 from digitscan.trainer.config import ARCH_DEFAULTS, ARCH_NAMES, SCHEDULES
-from digitscan.worker.settings import DEFAULT_CHUNK_SIZE, Settings, SubmitOptions
+from digitscan.worker.settings import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, Settings, SubmitOptions
 
 
 def _recipe_help(text: str, key: str) -> str:
@@ -54,9 +55,24 @@ class Group(click.Group):
             click.secho(f"error: `digitscan {command}` needs more than is installed; {advice}.",
                         fg="red", err=True)
             ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            click.echo("interrupted" if signum == signal.SIGINT else
+                       f"stopped by {signal.Signals(signum).name}", err=True)
+            ctx.exit(128 + signum)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (what `timeout`, CI, systemd, docker and a closed terminal send):
+    unwinds like Ctrl-C, so everything a command started is stopped and cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, _frame) -> None:
+    raise Stopped(signum)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,6 +81,8 @@ class Group(click.Group):
 @click.version_option(package_name="digitscan")
 def main(verbose: int, quiet: bool) -> None:
     """Read handwritten digits at scale: train, export to ONNX, classify bulk jobs."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -227,6 +245,12 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
                                     f"--loglevel={loglevel}"])
 
 
+window_option = click.option(
+    "--window", type=int, default=DEFAULT_WINDOW, show_default=True, metavar="CHUNKS",
+    help="Chunks of the job in flight at once: bounds Redis memory, and how long a job "
+         "queued behind this one waits. Keep it above twice the pool's processes.")
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then write the results.")
@@ -234,13 +258,18 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
               help="Images per task.")
 @click.option("--by-reference", is_flag=True,
-              help="Send paths, not bytes: only when every worker sees the same storage.")
+              help="Send file paths, not bytes (workers must see the same storage).")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
+@window_option
 @review_option
 @broker_option
-def submit(inputs, wait_, out, chunk_size, by_reference, timeout, review_below, broker) -> None:
-    """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id."""
+def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review_below,
+           broker) -> None:
+    """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id
+    at once, then publishes the job a window at a time: without --wait it returns when the
+    last chunk is published (at once for jobs of up to WINDOW chunks)."""
     from digitscan.worker import client
+    from digitscan.worker.inputs import find_entries
     from digitscan.worker.reconcile import Reconciler
     from digitscan.worker.results import check_results_path
 
@@ -250,40 +279,84 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, review_below, 
         check_results_path(out)
     settings = _settings(broker_url=broker)
     options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference,
-                            review_below=review_below)
-    job = client.submit(list(inputs), settings, options)
-    click.echo(job.job)
-    click.echo(f"submitted {job.total} images in {job.chunks} chunks", err=True)
+                            review_below=review_below, window=window)
+    entries = find_entries(list(inputs))  # missing inputs are refused before Redis is asked
+    store = client.connect(settings)
+    submission = client.Submission(store, settings, options, list(inputs), entries).start()
+    click.echo(submission.job)  # before the first chunk: an interrupted submit can be cancelled
+    reconciler = Reconciler(store, settings, submission.job, app=submission.app)
+    info = client.wait(store, submission.job, progress=wait_, timeout=timeout,
+                       reconciler=reconciler, submission=submission, until_published=not wait_)
+    click.echo(f"submitted {submission.total} images in {submission.next_chunk} chunks", err=True)
     if wait_:
-        store = client.connect(settings)
-        reconciler = Reconciler(store, settings, job.job, list(inputs), options, job.total)
-        info = client.wait(store, job.job, timeout=timeout, reconciler=reconciler,
-                           repair_after=settings.repair_after)
         click.echo(client.status_line(info), err=True)
         if out:
-            n = client.write_results(store, job.job, out)
+            n = client.write_results(store, submission.job, out)
             click.echo(f"wrote {n} results to {out}", err=True)
 
 
 @main.command()
 @click.argument("job")
 @click.option("--repair", is_flag=True,
-              help="Re-send chunks that have no results (lost messages), then report.")
+              help="Re-send chunks that were lost (neither queued nor running), then report.")
 @broker_option
 def status(job, repair, broker) -> None:
-    """Progress of JOB: total, done, errors, rate, ETA, and any dead-lettered chunks."""
+    """Progress of JOB: state, done/total, errors, rate, ETA, and any dead-lettered chunks."""
     from digitscan.worker import client
     from digitscan.worker.reconcile import Reconciler
 
     settings = _settings(broker_url=broker)
     store = client.connect(settings)
+    info = store.info(job)  # one line if the job is unknown
     if repair:
-        resent = Reconciler.for_job(store, settings, job).repair()
-        click.echo(f"re-sent {len(resent)} chunks without results" +
+        resent = Reconciler(store, settings, job).repair()
+        click.echo(f"re-sent {len(resent)} lost chunks" +
                    (f": {', '.join(map(str, resent[:20]))}" if resent else ""))
-    click.echo(client.status_line(store.info(job)))
+        info = store.info(job)
+    click.echo(client.status_line(info))
     for chunk, reason in sorted(store.dead_chunks(job).items()):
         click.echo(f"  dead-lettered chunk {chunk}: {reason}")
+
+
+@main.command()
+@broker_option
+def jobs(broker) -> None:
+    """Every job Redis holds: id, state, done/total, age; oldest first."""
+    from digitscan.worker import client
+
+    store = client.connect(_settings(broker_url=broker))
+    rows = store.jobs()
+    for info in rows:
+        click.echo(client.job_row(info))
+    if not rows:
+        click.echo("no jobs", err=True)
+
+
+@main.command()
+@click.argument("job")
+@broker_option
+def cancel(job, broker) -> None:
+    """Stop JOB: workers skip its queued chunks; its results so far stay readable."""
+    from digitscan.worker import client
+
+    store = client.connect(_settings(broker_url=broker))
+    store.cancel(job)
+    click.echo(client.status_line(store.info(job)))
+
+
+@main.command()
+@click.argument("job")
+@broker_option
+def delete(job, broker) -> None:
+    """Remove every key of JOB from Redis (cancel it first if it is running)."""
+    from digitscan.worker import client
+
+    store = client.connect(_settings(broker_url=broker))
+    info = store.info(job)
+    if not (info["complete"] or info["cancelled"] is not None):
+        store.cancel(job)  # so workers skip what is still queued
+    keys = store.delete(job)
+    click.echo(f"deleted job {job} ({keys} keys)")
 
 
 @main.command()
@@ -311,8 +384,10 @@ def results(job, out, broker) -> None:
               help="Images per task.")
 @click.option("--broker", default=None, metavar="URL",
               help="Use this Redis instead of starting a private one.")
+@window_option
 @review_option
-def scan(inputs, out, workers, model, provider, chunk_size, broker, review_below) -> None:
+def scan(inputs, out, workers, model, provider, chunk_size, broker, window,
+         review_below) -> None:
     """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
     from digitscan.worker.scan import scan as run_scan
 
@@ -320,7 +395,8 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, review_below
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker,
-                       options=SubmitOptions(chunk_size=chunk_size, review_below=review_below))
+                       options=SubmitOptions(chunk_size=chunk_size, review_below=review_below,
+                                             window=window))
     acc = "" if summary.accuracy is None else \
         f", accuracy {100 * summary.accuracy:.2f}% on {summary.labelled} labelled"
     click.echo(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "

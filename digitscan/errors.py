@@ -84,6 +84,14 @@ class JobError(DigitscanError):
     pass
 
 
+class InputsUnreachable(DigitscanError):
+    """A worker cannot see a by-reference input's storage: its fault, not the image's."""
+
+
+class StoreUnavailable(BrokerError):
+    """Redis stayed unreachable (or full) for longer than a chunk may wait for it."""
+
+
 class MalformedMessage(DigitscanError):
     pass
 
@@ -128,6 +136,10 @@ class CorruptArchive(ImageError):
 
 class EmptyArchive(ImageError):
     kind = "empty archive"
+
+
+class ChangedSinceSubmission(ImageError):
+    kind = "changed since submission"
 
 
 class DeadLettered(ImageError):

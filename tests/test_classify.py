@@ -56,10 +56,25 @@ def test_good_and_bad_items_each_get_one_line_and_one_batch(mnist, tmp_path):
     assert all(isinstance(x["digit"], int) and x["confidence"] == 0.75 and x["error"] is None
                and x["review"] is False for x in ok)
     assert lines[1]["error"].startswith("unsupported format")
-    assert lines[3]["error"].startswith("unreadable file") and "mounted" in lines[3]["error"]
+    assert lines[3]["error"] == "unreadable file: No such file or directory"
     assert lines[4]["error"].startswith("no digit found")
     assert all(x["digit"] is None and x["confidence"] is None for x in (lines[1], lines[3], lines[4]))
     assert {x["model"] for x in lines} == {"stub-sha"} and {x["job"] for x in lines} == {JOB}
+
+
+def test_storage_this_worker_cannot_see_is_its_fault_not_the_images(tmp_path):
+    """A folder that is not there (shared storage not mounted on this worker) raises, so
+    the chunk goes back to the queue for a worker that can read it; a file that changed
+    size since submission is that image's error."""
+    from digitscan.errors import InputsUnreachable
+
+    items = (Item(0, "a.png", path=str(tmp_path / "not-mounted" / "a.png")),)
+    with pytest.raises(InputsUnreachable, match="not-mounted.*mounted here"):
+        classify_chunk(Chunk(JOB, 0, items), StubClassifier(), Limits())
+    (tmp_path / "b.png").write_bytes(b"x" * 10)
+    lines = classify_chunk(Chunk(JOB, 0, (Item(0, "b.png", path=str(tmp_path / "b.png"),
+                                               size=12),)), StubClassifier(), Limits())
+    assert lines[0]["error"] == "changed since submission: 10 bytes now, 12 when submitted"
 
 
 def test_a_chunk_of_only_bad_items_never_calls_the_model():
@@ -81,8 +96,8 @@ def test_read_path_of_a_folder_is_unreadable_not_a_crash(tmp_path):
         read_path(str(tmp_path), Limits())
 
 
-def test_read_path_missing_file_names_the_likely_cause(tmp_path):
-    with pytest.raises(UnreadableImage, match="No such file or directory .*is the storage mounted"):
+def test_read_path_missing_file_in_a_readable_folder_is_the_images_error(tmp_path):
+    with pytest.raises(UnreadableImage, match="^unreadable file: No such file or directory$"):
         read_path(str(tmp_path / "nope.png"), Limits())
 
 

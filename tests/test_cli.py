@@ -51,7 +51,7 @@ def test_submit_with_missing_inputs_submits_nothing(tmp_path):
 
 
 COMMANDS = ("data", "train", "evaluate", "export", "validate", "worker", "submit", "status",
-            "results", "scan")
+            "results", "jobs", "cancel", "delete", "scan")
 
 
 @pytest.mark.parametrize("name", COMMANDS)

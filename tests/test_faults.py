@@ -16,7 +16,8 @@ import pytest
 import redis
 from PIL import Image
 
-from digitscan.worker.client import submit, wait
+from digitscan.worker.broker import queued
+from digitscan.worker.client import Submission, submit, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
 from digitscan.worker.reconcile import Reconciler
 from digitscan.worker.settings import Settings, SubmitOptions
@@ -71,6 +72,14 @@ def assert_exactly_once(store: ResultStore, job: str, total: int) -> dict:
     return info
 
 
+def wait_for_log(pool: LocalWorkers, text: str, times: int = 1, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while pool.logfile.read_text(errors="replace").count(text) < times:
+        pool.check()
+        assert time.monotonic() < deadline, f"the worker never logged {text!r}"
+        time.sleep(0.05)
+
+
 def attempts(server: EmbeddedRedis, job: str) -> dict[int, int]:
     raw = redis.Redis.from_url(server.url).hgetall(job_key(job, "attempts"))
     return {int(k): int(v) for k, v in raw.items()}
@@ -119,16 +128,16 @@ def test_sigkill_of_the_whole_worker_then_a_new_one(tmp_path, files, shipped_mod
         first.stop()
         second = start_pool(settings, tmp_path / "w2.log")
         # As `submit --wait` and `scan` do: a SIGKILL that lands between kombu's BRPOP and
-        # its unacked record loses that message for good (the known gap); the reconciler
-        # re-sends it once the job has been silent for longer than the visibility timeout.
-        reconciler = Reconciler(store, settings, job.job, [str(files)], options, job.total)
+        # its unacked record loses that message (the known gap); the reconciler re-sends it
+        # from its pending copy. The unacked sweep restores the rest.
+        reconciler = Reconciler(store, settings, job.job)
         try:
             wait(store, job.job, progress=False, timeout=120, check=second.check,
-                 reconciler=reconciler, repair_after=settings.repair_after)
+                 reconciler=reconciler)
         finally:
             second.stop()
         assert assert_exactly_once(store, job.job, N_IMAGES)["errors"] == 0
-        assert reconciler.resent <= 2  # normally 0: the unacked sweep restores the rest
+        assert reconciler.resent <= 2  # normally 0
 
 
 def test_warm_shutdown_mid_job_then_restart_runs_nothing_twice(tmp_path, files, shipped_model):
@@ -151,30 +160,81 @@ def test_warm_shutdown_mid_job_then_restart_runs_nothing_twice(tmp_path, files, 
 
 
 @pytest.mark.parametrize("appendonly", [True, False], ids=["aof", "no-persistence"])
-def test_redis_restart_mid_job(tmp_path, files, shipped_model, appendonly):
+def test_redis_restart_mid_job_with_a_client_waiting(tmp_path, files, shipped_model, appendonly):
     with EmbeddedRedis(tmp_path / "redis", appendonly=appendonly) as server:
         settings = settings_for(server, shipped_model, repair_after=3)
         store = ResultStore.from_url(server.url, settings.result_ttl)
         pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.2")
         try:
-            options = SubmitOptions(chunk_size=CHUNK)
-            job = submit([str(files)], settings, options, store)
+            job = Submission(store, settings, SubmitOptions(chunk_size=CHUNK, window=12),
+                             [str(files)]).start()
+            reconciler = Reconciler(store, settings, job.job, app=job.app)
+            job.pump()  # the first window: 12 of 30 chunks
             wait_for_progress(store, job.job, CHUNK)
             server.stop()  # SIGTERM: Redis writes its AOF before it exits, and stop() waits
             server.start()
-            reconciler = Reconciler(store, settings, job.job, [str(files)], options, job.total)
             wait(store, job.job, progress=False, timeout=180, check=pool.check,
-                 reconciler=reconciler, repair_after=settings.repair_after)
+                 reconciler=reconciler, submission=job)
         finally:
             pool.stop()
-        assert_exactly_once(store, job.job, N_IMAGES)
-        # With AOF the queue survives: at most the chunks in flight at the restart (2 pool
-        # processes, prefetch 1) are re-sent, instead of waiting out the visibility timeout.
-        # Without persistence the queue is gone and the reconciler re-sends all that is left.
+        assert assert_exactly_once(store, job.job, N_IMAGES)["errors"] == 0
+        # With AOF the queue and the pending copies survive: the job goes on where it was.
+        # Without persistence Redis forgot the job: the waiting client sends it again, each
+        # item checked against what it first read.
         if appendonly:
-            assert reconciler.resent <= 4
+            assert job.next_chunk == N_IMAGES // CHUNK
         else:
-            assert reconciler.resent > 4
+            assert job.next_chunk > N_IMAGES // CHUNK
+
+
+def test_redis_sigkill_with_aof_and_no_client_waiting(tmp_path, files, shipped_model):
+    """The README's production setup crashes (SIGKILL: no final AOF flush) mid-job and
+    restarts; nobody waits on the job. The pool holds its chunks through the outage and its
+    reconciler re-sends any message the crash lost: the job completes on its own."""
+    with EmbeddedRedis(tmp_path / "redis", appendonly=True) as server:
+        settings = settings_for(server, shipped_model, repair_after=2)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.3")
+        try:
+            job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+            wait_for_progress(store, job.job, CHUNK)
+            wait_until_running(server, store, job.job, 2)
+            server.kill()
+            wait_for_log(pool, "holding the chunk")  # Redis stays down until a chunk waits
+            server.start()
+            wait(store, job.job, progress=False, timeout=180, check=pool.check)  # no reconciler
+        finally:
+            pool.stop()
+        assert assert_exactly_once(store, job.job, N_IMAGES)["errors"] == 0
+        log = pool.logfile.read_text()
+        assert "holding the chunk" in log and "Unrecoverable" not in log
+
+
+def test_results_store_outage_holds_chunks_and_loses_none(tmp_path, files, shipped_model):
+    """A separate results Redis goes away mid-job. Workers hold the chunk they have, take
+    no others (the queue is not pulled into memory as delayed retries), hand a chunk back
+    once its time is up, and finish when the store returns."""
+    with EmbeddedRedis(tmp_path / "broker") as broker, \
+            EmbeddedRedis(tmp_path / "results", appendonly=True) as results:
+        settings = settings_for(broker, shipped_model, result_backend=results.url,
+                                task_time_limit=26, visibility_timeout=60)  # holds up to 6 s
+        store = ResultStore.from_url(results.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.1")
+        try:
+            job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+            wait_for_progress(store, job.job, CHUNK)
+            done_before = len(store.done_chunks(job.job))
+            results.stop()
+            wait_for_log(pool, "returning it to the queue", times=2)
+            # Both processes held, then handed back, and took no more than they hold.
+            in_broker = queued(redis.Redis.from_url(broker.url), settings.queue)
+            assert in_broker >= N_IMAGES // CHUNK - done_before - 2
+            results.start()
+            wait(store, job.job, progress=False, timeout=120, check=pool.check)
+        finally:
+            pool.stop()
+        info = assert_exactly_once(store, job.job, N_IMAGES)
+        assert info["errors"] == 0 and info["dead_chunks"] == 0
 
 
 def test_poison_chunk_is_dead_lettered_and_the_rest_completes(tmp_path, files, shipped_model):
@@ -228,22 +288,33 @@ def test_load_100k_images_exact_count_bounded_memory(tmp_path, mnist, shipped_mo
     assert peak_mb < 256
 
 
-def test_lost_messages_are_recovered_by_status_repair(tmp_path, files, shipped_model):
+def test_status_repair_re_sends_what_was_submitted(tmp_path, files, shipped_model, mnist,
+                                                   monkeypatch):
+    """Every message is lost; then a file is added to the input folder, and the repair is
+    run from another folder whose `in/` holds other images. The repair re-sends the chunks
+    as they were submitted: every image gets its own answer, none shifts, none is re-read."""
+    import shutil
     import subprocess
     import sys
 
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "elsewhere"
+    shutil.copytree(files, other / "in")
+    for i, path in enumerate(sorted((other / "in").iterdir())):  # other digits, same names
+        path.write_bytes((files / f"{(i + 1) % N_IMAGES:04d}.png").read_bytes())
     with EmbeddedRedis(tmp_path / "redis") as server:
         settings = settings_for(server, shipped_model)
         store = ResultStore.from_url(server.url, settings.result_ttl)
-        job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+        job = submit([files.name], settings, SubmitOptions(chunk_size=CHUNK), store)  # "in"
         client = redis.Redis.from_url(server.url)
         assert client.llen(settings.queue) == N_IMAGES // CHUNK
         client.delete(settings.queue)  # every message lost before any worker took it
+        (files / "0000-added.png").write_bytes((files / "0005.png").read_bytes())
         env = {**os.environ, **settings.to_env()}
         out = subprocess.run([sys.executable, "-m", "digitscan.cli", "status", "--repair", job.job],
-                             capture_output=True, text=True, env=env, timeout=120)
+                             capture_output=True, text=True, env=env, timeout=120, cwd=other)
         assert out.returncode == 0, out.stderr
-        assert f"re-sent {N_IMAGES // CHUNK} chunks" in out.stdout
+        assert f"re-sent {N_IMAGES // CHUNK} lost chunks" in out.stdout
         assert client.llen(settings.queue) == N_IMAGES // CHUNK
         pool = start_pool(settings, tmp_path / "w.log")
         try:
@@ -252,3 +323,7 @@ def test_lost_messages_are_recovered_by_status_repair(tmp_path, files, shipped_m
             pool.stop()
         assert_exactly_once(store, job.job, N_IMAGES)
         assert set(attempts(server, job.job).values()) == {1}
+        rows = list(store.iter_results(job.job, N_IMAGES))
+        assert [r["source"] for r in rows] == [f"in/{i:04d}.png" for i in range(N_IMAGES)]
+        right = sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows))
+        assert right >= 0.97 * N_IMAGES  # a shifted or re-read job scores ~10 %

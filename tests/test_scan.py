@@ -59,7 +59,11 @@ def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     assert "accuracy" in result.stdout and "on 300 labelled" in result.stdout
 
 
-def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model, request):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, request, signame):
+    """Ctrl-C, and what `timeout`, CI, systemd, docker (SIGTERM) and a closed terminal
+    (SIGHUP) send, clean up alike; after a SIGKILL, which cannot be handled, the private
+    Redis and the workers still exit: they watch their parent."""
     import signal
     import time
 
@@ -123,9 +127,14 @@ def test_ctrl_c_stops_everything_it_started(tmp_path, mnist, shipped_model, requ
         assert proc.poll() is None and time.monotonic() < deadline, "scan ended before ^C"
         time.sleep(0.05)
     assert any("redis-server" in c for c in started().values())  # the test sees what it checks
-    proc.send_signal(signal.SIGINT)
+    signum = signal.Signals[signame]
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + signum and "Traceback" not in err
+        assert ("interrupted" if signum == signal.SIGINT else f"stopped by {signame}") in err
     deadline = time.monotonic() + 10
     while started():  # children reaped by now, or about to be
         assert time.monotonic() < deadline, f"left running: {started()}"

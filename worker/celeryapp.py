@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Celery, bootsteps, signals
 
 from digitscan.worker.celeryconfig import TASK_NAME, celery_config
@@ -25,6 +26,7 @@ def make_app(settings: Settings, task_class: type[ChunkTask] = ChunkTask) -> Cel
     app.conf.digitscan_settings = settings
     app.register_task(task_class())
     app.steps["worker"].add(VerifyModel)
+    app.steps["worker"].add(Reconcile)
     return app
 
 
@@ -53,3 +55,44 @@ class VerifyModel(bootsteps.StartStopStep):
             task.classifier  # noqa: B018 - loads and warms up before taking work
 
         signals.worker_process_init.connect(load_model, weak=False)
+
+
+class Reconcile(bootsteps.StartStopStep):
+    """Every ``repair_after`` seconds one worker of the pool (whichever takes the pass
+    first) re-sends the lost chunks of every running job, so a job finishes with no client
+    waiting on it (``digitscan.worker.reconcile``). Runs on the worker's timer, in the
+    main process; a Redis outage only skips a pass."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        from digitscan.worker.reconcile import broker_client
+        from digitscan.worker.store import ResultStore
+
+        settings: Settings = worker.app.conf.digitscan_settings
+        if settings.repair_after <= 0:
+            return
+        # Short socket timeouts: a pass runs in the worker's event loop.
+        timeouts = {"socket_timeout": 5, "socket_connect_timeout": 5}
+        self.store = ResultStore.from_url(settings.results_url, settings.result_ttl, **timeouts,
+                                          **settings.tls_options(settings.results_url))
+        self.broker = broker_client(settings, **timeouts)
+        self.tref = worker.timer.call_repeatedly(settings.repair_after, self.run, (worker,),
+                                                 priority=10)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    def run(self, worker) -> None:
+        from digitscan.worker.reconcile import reconcile_all
+
+        try:
+            reconcile_all(self.store, self.broker, worker.app, worker.app.conf.digitscan_settings)
+        except redis.RedisError as exc:
+            log.warning("reconciler pass skipped: %s", exc)

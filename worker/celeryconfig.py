@@ -25,6 +25,10 @@ def celery_config(settings: Settings) -> dict:
         # Ack after the chunk's results are stored; requeue if the worker dies mid-chunk.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A chunk past its time limit goes back to the queue. Any other failure drops the
+        # message; the reconciler re-sends the chunk from its pending copy (at most
+        # max_requeues times, then its images get error results).
+        "task_acks_on_timeout": False,
         "worker_prefetch_multiplier": 1,
         # DIGITSCAN_CONCURRENCY is also what sizes each process's onnxruntime threads, so a
         # plain `celery -A digitscan.worker.app worker` uses it too (0: Celery's default, the cores).

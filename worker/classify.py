@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from digitscan.contract import NOT_A_DIGIT_CLASS as NOT_A_DIGIT
-from digitscan.errors import ImageError, ImageTooLarge, NotADigit, UnreadableImage
+from digitscan.errors import (
+    ChangedSinceSubmission,
+    ImageError,
+    ImageTooLarge,
+    InputsUnreachable,
+    NotADigit,
+    UnreadableImage,
+)
 from digitscan.worker.imaging import prepare
 from digitscan.worker.messages import Chunk
 from digitscan.worker.results import result_line
@@ -22,21 +30,29 @@ class Predictor(Protocol):
     def predict(self, digits: np.ndarray) -> np.ndarray: ...
 
 
-def read_path(path: str, limits: Limits) -> bytes:
-    """Bytes of a by-reference image, refusing oversized files before reading them."""
+def read_path(path: str, limits: Limits, expected_size: int | None = None) -> bytes:
+    """Bytes of a by-reference image, refusing oversized files before reading them.
+
+    A file missing from a folder this worker can read is that image's error. A folder it
+    cannot see at all (storage not mounted here, no permission) is this worker's fault,
+    not the image's: ``InputsUnreachable``, so the chunk goes to a worker that can.
+    """
+    p = Path(path)
     try:
-        p = Path(path)
         size = p.stat().st_size
         if size > limits.max_bytes:
             raise ImageTooLarge(f"{size} bytes; the limit is {limits.max_bytes}")
+        if expected_size is not None and size != expected_size:
+            raise ChangedSinceSubmission(f"{size} bytes now, {expected_size} when submitted")
         return p.read_bytes()
     except ImageError:
         raise
     except OSError as exc:
-        raise UnreadableImage(f"{exc.strerror or exc} (is the storage mounted on this worker?)"
-                              ) from None
-
-
+        folder = p.parent
+        if not (folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)):
+            raise InputsUnreachable(f"cannot read {folder} on this worker ({exc.strerror or exc}); "
+                                    "is the shared storage mounted here?") from None
+        raise UnreadableImage(exc.strerror or str(exc)) from None
 
 
 def read_probs(line: dict, p, review_below: float) -> None:
@@ -61,7 +77,7 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[
     for item in chunk.items:
         line = result_line(chunk.job, item.index, item.source, classifier.sha256)
         try:
-            data = item.data if item.path is None else read_path(item.path, limits)
+            data = item.data if item.path is None else read_path(item.path, limits, item.size)
             digits.append(prepare(data, limits))
             ok.append(line)
         except ImageError as exc:

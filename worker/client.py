@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import uuid
+import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,20 +21,19 @@ from typing import TYPE_CHECKING
 import redis
 from tqdm import tqdm
 
-from digitscan.errors import BrokerError, ConfigError, JobError
+from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, JobError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
-from digitscan.worker.inputs import Entry, count_items, find_entries, read_items
+from digitscan.worker.inputs import Entry, Found, count_items, find_entries, read_items
 from digitscan.worker.messages import Chunk, Item
 from digitscan.worker.results import error_line, write_result_file
 from digitscan.worker.settings import Settings, SubmitOptions, redact
-from digitscan.worker.store import ResultStore
+from digitscan.worker.store import TRANSIENT, ResultStore
 
 if TYPE_CHECKING:
     from digitscan.worker.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
-PLAN_FLUSH = 500  # chunks between writes of the job's chunk plan to Redis
 
 
 @dataclass(frozen=True)
@@ -53,26 +55,46 @@ def connect(settings: Settings) -> ResultStore:
 
 
 class Chunker:
-    """Turns inputs into chunks, deterministically: the same inputs give the same chunks,
-    so a missing chunk can be rebuilt later by running it again. Items that cannot even
-    be read here become error results in ``errors``; ``total`` counts every item."""
+    """Turns inputs into chunks, deterministically: the same entries give the same items in
+    the same order. Items that cannot even be read here become error results in ``errors``
+    (the caller drains it); ``total`` counts every item.
+
+    ``fingerprints`` gets one number per item (size and CRC-32 of its bytes, or the file
+    size for --by-reference); given ``verify=True`` it is checked instead, and an item that
+    changed since the first pass becomes an error result rather than another file's answer.
+    """
 
     def __init__(self, entries: list[Entry], job: str, max_image_bytes: int,
-                 options: SubmitOptions):
+                 options: SubmitOptions, first_chunk: int = 0,
+                 fingerprints: array | None = None, verify: bool = False):
         self.entries, self.job, self.max_image_bytes, self.options = \
             entries, job, max_image_bytes, options
+        self.first_chunk = first_chunk
+        self.fingerprints = array("Q") if fingerprints is None else fingerprints
+        self.verify = verify
         self.errors: list[dict] = []
         self.total = 0
 
+    def _check(self, found: Found) -> Found:
+        mark = _fingerprint(found)
+        if self.total >= len(self.fingerprints):  # first read of this item
+            self.fingerprints.append(mark)
+        elif self.verify and self.fingerprints[self.total] != mark:
+            return Found(found.source, error=ChangedSinceSubmission(
+                "the file is not what was first submitted; submit it again as a new job"))
+        return found
+
     def __iter__(self) -> Iterator[Chunk]:
         pending: list[Item] = []
-        size = chunk_no = 0
+        size, chunk_no = 0, self.first_chunk
         for entry in self.entries:
             for found in read_items(entry, self.max_image_bytes, self.options.by_reference):
+                found = self._check(found)
                 if found.error:
                     self.errors.append(error_line(self.job, self.total, found.source, found.error))
                 else:
-                    pending.append(Item(self.total, found.source, data=found.data, path=found.path))
+                    pending.append(Item(self.total, found.source, data=found.data, path=found.path,
+                                        size=found.size))
                     size += len(found.data or b"")
                     if len(pending) >= self.options.chunk_size or size >= self.options.max_chunk_bytes:
                         yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
@@ -82,75 +104,178 @@ class Chunker:
             yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
 
 
+def _fingerprint(found: Found) -> int:
+    if found.error:
+        return 0
+    if found.data is None:
+        return found.size or 0
+    return (len(found.data) << 32) | zlib.crc32(found.data)
+
+
+class Submission:
+    """Streams one job into Redis: at most ``options.window`` chunks in flight (published,
+    results not yet stored), refilled as chunks complete, so Redis holds O(window) image
+    bytes at any job size, and a small job queued behind a big one waits for one window,
+    not for the whole big job.
+
+    The job is recorded (``start``) before its first chunk is published, so an interrupted
+    submission can still be cancelled or deleted. Each chunk's message is kept in the job's
+    pending hash until its results are stored: what a reconciler re-sends.
+    """
+
+    def __init__(self, store: ResultStore, settings: Settings, options: SubmitOptions,
+                 inputs: list[str], entries: list[Entry] | None = None):
+        self.entries = find_entries(inputs) if entries is None else entries
+        self.total = sum(count_items(e) for e in self.entries)
+        if self.total == 0:
+            raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
+        self.store, self.settings, self.options, self.inputs = store, settings, options, inputs
+        self.job = uuid.uuid4().hex
+        self.app = make_app(settings)
+        self.fingerprints: array = array("Q")
+        self.next_chunk = 0
+        self.finished = False
+        self._full_since: float | None = None
+
+    def _meta(self) -> dict:
+        return {"inputs": [_absolute(i) for i in self.inputs], "options": asdict(self.options),
+                "queue": self.settings.queue}
+
+    def start(self) -> Submission:
+        self.store.create_job(self.job, self.total, 0, self._meta())
+        self._begin(verify=False)
+        return self
+
+    def restart(self) -> None:
+        """Redis lost the job (a restart without persistence): record it again and send every
+        item again, checked against what was first read. Chunk numbers go on from where
+        they were, so a late result of an old chunk never marks a new one done."""
+        log.warning("job %s: Redis lost the job; sending it again from its inputs", self.job)
+        self.store.create_job(self.job, self.total, 0, self._meta())
+        self._begin(verify=True)
+
+    def _begin(self, verify: bool) -> None:
+        self.chunker = Chunker(self.entries, self.job, self.settings.max_image_bytes,
+                               self.options, self.next_chunk, self.fingerprints, verify)
+        self._chunks = iter(self.chunker)
+        self._next: Chunk | None = None
+        self.finished = False
+
+    def pump(self) -> int:
+        """Publish chunks while the window has room; return how many were published."""
+        if self.finished:
+            return 0
+        if self.store.cancelled(self.job):
+            self.finished = True
+            return 0
+        in_flight, sent = self.store.in_flight(self.job), 0
+        while in_flight < self.options.window:
+            if self._next is None:
+                self._next = next(self._chunks, None)
+                if self._next is None:
+                    self._finish()
+                    break
+            chunk = self._next
+            in_flight = self.store.add_pending(self.job, chunk.chunk, chunk.to_message())
+            publish(self.app, self.settings, chunk)
+            self._next, self.next_chunk, sent = None, chunk.chunk + 1, sent + 1
+            self._drain_errors()
+        return sent
+
+    def _drain_errors(self) -> None:
+        if self.chunker.errors:
+            self.store.write_results(self.job, self.chunker.errors)
+            self.chunker.errors = []
+
+    def _finish(self) -> None:
+        self._drain_errors()
+        self.store.set_counts(self.job, total=self.chunker.total, chunks=self.next_chunk)
+        if self.chunker.total != self.total:
+            log.warning("job %s: inputs changed while submitting: %d items, not %d", self.job,
+                        self.chunker.total, self.total)
+            self.total = self.chunker.total
+        self.finished = True
+        log.info("job %s submitted: %d images in %d chunks", self.job, self.total,
+                 self.next_chunk)
+
+
+def _absolute(given: str) -> str:
+    """An input as recorded with its job: local paths made absolute (URLs kept)."""
+    return given if "://" in given else os.path.abspath(given)
+
+
 def publish(app, settings: Settings, chunk: Chunk) -> None:
     app.send_task(TASK_NAME, args=[chunk.to_message()], task_id=chunk.task_id, queue=settings.queue)
 
 
 def submit(inputs: list[str], settings: Settings, options: SubmitOptions = SubmitOptions(),
-           store: ResultStore | None = None, entries: list[Entry] | None = None) -> Submitted:
-    """Split the inputs into chunks and enqueue them; return the job id at once.
-    ``entries``: ``find_entries(inputs)`` if the caller already checked the inputs."""
-    entries = find_entries(inputs) if entries is None else entries
-    total = sum(count_items(e) for e in entries)
-    if total == 0:
-        raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
+           store: ResultStore | None = None, entries: list[Entry] | None = None,
+           on_created: Callable[[str], None] | None = None,
+           check: Callable[[], None] | None = None) -> Submitted:
+    """Record a job and publish all of its chunks, a window at a time; return when the last
+    one is published (at once for a job that fits in the window). ``on_created`` gets the
+    job id before the first chunk is sent."""
     store = store or connect(settings)
-    app = make_app(settings)
-    job = uuid.uuid4().hex
-    store.create_job(job, total, 0, {"inputs": inputs, "options": asdict(options)})
-    chunker = Chunker(entries, job, settings.max_image_bytes, options)
-    plan: dict[int, tuple[int, int]] = {}
-    for chunk in chunker:
-        publish(app, settings, chunk)
-        plan[chunk.chunk] = (chunk.items[0].index, len(chunk.items))
-        if len(plan) % PLAN_FLUSH == 0:
-            store.record_plan(job, plan)
-    store.record_plan(job, plan)
-    store.write_results(job, chunker.errors)
-    store.set_counts(job, total=chunker.total, chunks=len(plan))
-    if chunker.total != total:
-        log.warning("job %s: inputs changed while submitting: %d items, not %d", job,
-                    chunker.total, total)
-    log.info("job %s submitted: %d images in %d chunks", job, chunker.total, len(plan))
-    return Submitted(job, chunker.total, len(plan))
+    submission = Submission(store, settings, options, inputs, entries).start()
+    if on_created is not None:
+        on_created(submission.job)
+    wait(store, submission.job, progress=False, check=check, submission=submission,
+         until_published=True)
+    return Submitted(submission.job, submission.total, submission.next_chunk)
 
 
 def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float | None = None,
          poll_s: float = 0.5, check: Callable[[], None] | None = None,
-         reconciler: Reconciler | None = None, repair_after: float | None = None) -> dict:
-    """Block until every item of ``job`` has a result; ``check`` may raise to abort. With a
-    ``reconciler``, chunks silent for ``repair_after`` seconds are re-sent."""
+         reconciler: Reconciler | None = None, submission: Submission | None = None,
+         until_published: bool = False) -> dict:
+    """Block until every item of ``job`` has a result (or, ``until_published``, until the
+    ``submission`` has published its last chunk); ``check`` may raise to abort. A
+    ``submission`` is pumped as its window frees up; a ``reconciler`` re-sends lost chunks
+    every ``repair_after`` seconds. Redis outages and a full Redis are waited out."""
     start = time.monotonic()
-    total = reconciler.total if reconciler else store.info(job)["total"]
+    total = submission.total if submission else store.info(job)["total"]
+    outage: str | None = None
     with tqdm(total=total, unit="img", desc=f"job {job[:8]}", disable=not progress,
               leave=False) as bar:
         while True:
+            info = None
             try:
                 info = store.info(job)
+                if submission is not None:
+                    submission.pump()
+                if reconciler is not None and reconciler.due():
+                    reconciler.repair()
+                outage = None
             except JobError:
-                if reconciler is None:
+                if submission is None:
                     raise
-                info = None  # Redis forgot the job; the reconciler re-creates it when due
-            except redis.ConnectionError:
-                info = None  # Redis restarting; the client reconnects on the next call
+                if store.was_deleted(job):
+                    raise JobError(f"job {job} was deleted (`digitscan delete`) while it ran; "
+                                   "nothing more is sent.") from None
+                with contextlib.suppress(*TRANSIENT):
+                    submission.restart()
+            except TRANSIENT as exc:
+                if outage is None:
+                    log.warning("Redis unavailable or full (%s); waiting", exc)
+                outage = str(exc)
             if info is not None:
+                bar.total = info["total"]
                 bar.update(info["done"] - bar.n)
-                if info["complete"]:
+                finished = submission is None or submission.finished
+                if until_published and finished:
+                    return info
+                if finished and (info["complete"] or info["cancelled"] is not None):
                     return info
             if check is not None:
                 check()
-            if reconciler is not None and repair_after is not None \
-                    and reconciler.due(info, repair_after):
-                with contextlib.suppress(redis.ConnectionError):
-                    reconciler.repair()
             if timeout is not None and time.monotonic() - start > timeout:
                 done = info["done"] if info else "?"
-                raise JobError(f"job {job} has {done}/{total} results after {timeout:.0f} s; are "
-                               f"workers running? `digitscan status {job}` shows progress, "
-                               "results are kept.")
+                why = f"; Redis: {outage}" if outage else "; are workers running?"
+                raise JobError(f"job {job} has {done}/{total} results after {timeout:.0f} s{why} "
+                               f"`digitscan status {job}` shows progress, results are kept.")
             try:
                 store.wait_for_progress(job, poll_s)
-            except redis.ConnectionError:
+            except TRANSIENT:
                 time.sleep(poll_s)
 
 
@@ -160,9 +285,46 @@ def write_results(store: ResultStore, job: str, out: str | Path) -> int:
     return write_result_file(store.iter_results(job, info["total"]), out)
 
 
-def status_line(info: dict) -> str:
-    eta = f"{info['eta_s']:.0f} s" if info["eta_s"] is not None else "-"
-    state = "complete" if info["complete"] else "running"
+STALL_S = 60  # a running job with no new result for this long is reported as stalled
+
+
+def status_line(info: dict, now: float | None = None) -> str:
+    """One line: state, counts, rate and ETA. A job with no result for ``STALL_S`` says
+    since when, and gives no ETA: it would be a guess."""
+    now = time.time() if now is None else now
     dead = f", {info['dead_chunks']} chunks dead-lettered" if info["dead_chunks"] else ""
-    return (f"job {info['job']}: {state}, {info['done']}/{info['total']} done, "
-            f"{info['errors']} errors{dead}, {info['rate']:.0f} images/s, ETA {eta}")
+    counts = f"{info['done']}/{info['total']} done, {info['errors']} errors{dead}"
+    if info.get("cancelled") is not None:
+        return (f"job {info['job']}: cancelled at {_clock(info['cancelled'])}, {counts}; the "
+                "results so far are kept")
+    quiet = now - (info.get("last") or info.get("created") or now)
+    if info["complete"]:
+        state, eta = "complete", "-"
+    elif quiet >= STALL_S:
+        state = (f"stalled since {_clock(now - quiet)} ({quiet:.0f} s without a result; are "
+                 "workers running?)")
+        eta = "-"
+    else:
+        state = "running"
+        eta = f"{info['eta_s']:.0f} s" if info["eta_s"] is not None else "-"
+    return f"job {info['job']}: {state}, {counts}, {info['rate']:.0f} images/s, ETA {eta}"
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def job_row(info: dict, now: float | None = None) -> str:
+    """One line of `digitscan jobs`: id, state, done/total, age."""
+    now = time.time() if now is None else now
+    if info.get("cancelled") is not None:
+        state = "cancelled"
+    elif info["complete"]:
+        state = "complete"
+    else:
+        quiet = now - (info.get("last") or info.get("created") or now)
+        state = "stalled" if quiet >= STALL_S else "running"
+    age = now - info["created"]
+    age_s = f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min" if age >= 60 \
+        else f"{age:.0f} s"
+    return f"{info['job']}  {state:<9}  {info['done']:>9}/{info['total']:<9}  {age_s:>8} old"

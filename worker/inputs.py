@@ -51,6 +51,7 @@ class Found:
     source: str
     data: bytes | None = None
     path: str | None = None
+    size: int | None = None  # of the file at ``path``
     error: ImageError | None = None
 
 
@@ -124,7 +125,7 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
         if size > max_bytes:
             return Found(entry.source, error=_too_large(size, max_bytes))
         if by_reference:
-            return Found(entry.source, path=str(entry.path.resolve()))
+            return Found(entry.source, path=str(entry.path.resolve()), size=size)
         return Found(entry.source, data=entry.path.read_bytes())
     except OSError as exc:
         return Found(entry.source, error=UnreadableImage(exc.strerror or str(exc)))

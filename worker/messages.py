@@ -2,10 +2,11 @@
 
     {"v": 1, "job": "<32 hex>", "chunk": 0, "review_below": 0.9,
      "items": [{"i": 0, "source": "scans/a.png", "data": "<base64>"},
-               {"i": 1, "source": "/shared/b.png", "path": "/shared/b.png"}]}
+               {"i": 1, "source": "/shared/b.png", "path": "/shared/b.png", "size": 812}]}
 
 ``data`` carries the file inline (the default); ``path`` is used with --by-reference
-when every worker sees the same storage. ``i`` is the item's index in the job.
+when every worker sees the same storage, with the file's ``size`` at submission (optional)
+so a worker can tell a file that changed since. ``i`` is the item's index in the job.
 ``review_below`` (optional) is the job's review threshold; without it the worker uses
 its own setting or its model card's.
 """
@@ -23,17 +24,25 @@ VERSION = 1
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def task_id(job: str, chunk: int) -> str:
+    # Deterministic: a chunk sent twice is the same task, and its results overwrite.
+    return f"{job}:{chunk}"
+
+
 @dataclass(frozen=True)
 class Item:
     index: int
     source: str
     data: bytes | None = None
     path: str | None = None
+    size: int | None = None  # of the file at ``path``, when it was submitted
 
     def to_message(self) -> dict:
         out: dict = {"i": self.index, "source": self.source}
         if self.path is not None:
             out["path"] = self.path
+            if self.size is not None:
+                out["size"] = self.size
         else:
             out["data"] = base64.b64encode(self.data or b"").decode("ascii")
         return out
@@ -48,8 +57,7 @@ class Chunk:
 
     @property
     def task_id(self) -> str:
-        # Deterministic: a chunk sent twice is the same task, and its results overwrite.
-        return f"{self.job}:{self.chunk}"
+        return task_id(self.job, self.chunk)
 
     def to_message(self) -> dict:
         out = {"v": VERSION, "job": self.job, "chunk": self.chunk,
@@ -92,7 +100,10 @@ def _item(raw: object) -> Item:
     if "path" in raw:
         if not isinstance(raw["path"], str):
             raise MalformedMessage(f"item {index}: path must be a string")
-        return Item(index, source, path=raw["path"])
+        size = raw.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise MalformedMessage(f"item {index}: size {size!r} is not a byte count")
+        return Item(index, source, path=raw["path"], size=size)
     try:
         data = base64.b64decode(raw["data"], validate=True)
     except (TypeError, binascii.Error):

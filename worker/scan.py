@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
-from digitscan.worker.client import connect, submit, wait, write_results
+from digitscan.worker.client import Submission, connect, wait, write_results
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
 from digitscan.worker.inputs import find_entries
 from digitscan.worker.model import resolve_providers
@@ -82,10 +82,10 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
         pool.wait_ready()
         t0 = time.perf_counter()
-        job = submit(inputs, settings, options, store, entries)
-        reconciler = Reconciler(store, settings, job.job, inputs, options, job.total)
+        job = Submission(store, settings, options, inputs, entries).start()
+        reconciler = Reconciler(store, settings, job.job, app=job.app)
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
-             repair_after=settings.repair_after)
+             submission=job)
         seconds = time.perf_counter() - t0
         count = write_results(store, job.job, out)
     errors, review, not_digits, labelled, correct = score(Path(out))

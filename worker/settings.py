@@ -35,6 +35,11 @@ class Limits:
 DEFAULT_CHUNK_SIZE = 256
 # A chunk also closes at this many bytes, so large scans never make huge messages.
 MAX_CHUNK_BYTES = 8 * 1024 * 1024
+# Chunks of one job in flight at once (published, results not yet stored): Redis holds at
+# most this many chunks of a job (~13 MB of 28x28 PNGs at 256 per chunk), and a job
+# queued behind it waits for at most this many. Keep it above twice the pool's processes
+# so no worker waits for work: 64 feeds 32 processes.
+DEFAULT_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class SubmitOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     by_reference: bool = False
     max_chunk_bytes: int = MAX_CHUNK_BYTES
+    window: int = DEFAULT_WINDOW
     # Digits whose calibrated probability is below this get review: true (None: the
     # worker's setting, else its model card's threshold).
     review_below: float | None = None
@@ -49,6 +55,8 @@ class SubmitOptions:
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}.")
+        if self.window < 1:
+            raise ConfigError(f"--window must be >= 1 chunk, got {self.window}.")
         if self.review_below is not None and not 0 <= self.review_below <= 1:
             raise ConfigError(f"--review-below must be a probability from 0 to 1, got "
                               f"{self.review_below}.")
@@ -75,9 +83,10 @@ class Settings:
     # A chunk delivered this many times without finishing (its worker died each time) is
     # dead-lettered: its images get error results and the queue moves on.
     max_deliveries: int = 3
-    # The reconciler re-sends chunks with no results after the job was silent this long,
-    # at most max_requeues times per chunk.
-    repair_after: int = 600
+    # Every this many seconds a reconciler (one worker of the pool, and each waiting
+    # client for its job) re-sends chunks that were lost: pending, yet neither queued nor
+    # running. At most max_requeues times per chunk; then its images get error results.
+    repair_after: int = 30
     max_requeues: int = 3
     # Each image gets at most this long to decode and normalise (0 = no bound).
     image_timeout: float = IMAGE_TIMEOUT_S

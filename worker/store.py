@@ -1,11 +1,13 @@
 """Per-image results in Redis, keyed by (job, item index), and the bookkeeping that lets
 every image end with exactly one final result.
 
-    digitscan:job:<id>           hash: total, chunks, created, first, last, inputs, ...
+    digitscan:jobs               sorted set: job id -> created (for `digitscan jobs`)
+    digitscan:job:<id>           hash: total, chunks, created, first, last, inputs, cancelled, ...
     digitscan:job:<id>:results   hash: item index -> result line (JSON)
     digitscan:job:<id>:errors    hash: item index -> 1, for items whose result is an error
     digitscan:job:<id>:events    list: one entry per stored chunk, so waiters wake at once
-    digitscan:job:<id>:plan      hash: chunk -> "first,count" (which items a chunk holds)
+    digitscan:job:<id>:pending   hash: chunk -> its message, from publish until its results
+                                 are stored: what a reconciler re-sends, byte for byte
     digitscan:job:<id>:done      set: chunks whose results are all stored
     digitscan:job:<id>:attempts  hash: chunk -> deliveries to a worker
     digitscan:job:<id>:dead      hash: chunk -> why it was dead-lettered
@@ -13,6 +15,7 @@ every image end with exactly one final result.
 
 HSET by index makes writes idempotent: a redelivered chunk overwrites its own results
 instead of adding new ones. Every key carries the result TTL, refreshed on each write.
+``pending`` is bounded by the submitter's window, so Redis holds O(window) image bytes.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ import redis
 from digitscan.errors import JobError
 
 PREFIX = "digitscan:job:"
+JOBS_KEY = "digitscan:jobs"
+DELETED = "digitscan:deleted:"
+# Redis is away (restarting, loading its AOF, failing over to a replica), slow, or full
+# (maxmemory with noeviction): each passes, and none is a fault of the job.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
+             redis.exceptions.OutOfMemoryError)
 READ_BATCH = 2000
-SUFFIXES = ("results", "errors", "events", "plan", "done", "attempts", "dead", "requeues")
+SUFFIXES = ("results", "errors", "events", "pending", "done", "attempts", "dead", "requeues")
 
 
 def job_key(job: str, suffix: str | None = None) -> str:
@@ -72,23 +81,35 @@ class ResultStore:
         with self.redis.pipeline() as p:
             p.hset(job_key(job), mapping=fields)
             p.expire(job_key(job), self.ttl)
+            p.zadd(JOBS_KEY, {job: fields["created"]})
+            p.expire(JOBS_KEY, self.ttl)  # outlives its newest job; `jobs` prunes expired ones
             p.execute()
 
     def set_counts(self, job: str, total: int, chunks: int) -> None:
         self.redis.hset(job_key(job), mapping={"total": total, "chunks": chunks})
 
-    def record_plan(self, job: str, plan: dict[int, tuple[int, int]]) -> None:
-        """Which items each chunk holds, so missing chunks can be found and re-sent."""
-        if not plan:
-            return
+    def add_pending(self, job: str, chunk: int, message: dict) -> int:
+        """Keep ``chunk``'s message until its results are stored; return how many chunks of
+        the job are now in flight. Written before the message is published, so a message
+        lost anywhere after this point can be re-sent as it was."""
         with self.redis.pipeline() as p:
-            p.hset(job_key(job, "plan"), mapping={c: f"{a},{n}" for c, (a, n) in plan.items()})
-            p.expire(job_key(job, "plan"), self.ttl)
-            p.execute()
+            p.hset(job_key(job, "pending"), chunk, json.dumps(message))
+            p.expire(job_key(job, "pending"), self.ttl)
+            p.hlen(job_key(job, "pending"))
+            return int(p.execute()[-1])
 
-    def plan(self, job: str) -> dict[int, tuple[int, int]]:
-        raw = self.redis.hgetall(job_key(job, "plan"))
-        return {int(c): tuple(int(v) for v in span.split(b",")) for c, span in raw.items()}
+    def cancelled(self, job: str) -> bool:
+        return bool(self.redis.hexists(job_key(job), "cancelled"))
+
+    def in_flight(self, job: str) -> int:
+        return int(self.redis.hlen(job_key(job, "pending")))
+
+    def pending_chunks(self, job: str) -> list[int]:
+        return sorted(int(c) for c in self.redis.hkeys(job_key(job, "pending")))
+
+    def pending_message(self, job: str, chunk: int) -> dict | None:
+        raw = self.redis.hget(job_key(job, "pending"), chunk)
+        return None if raw is None else json.loads(raw)
 
     # ------------------------------------------------------------ workers
 
@@ -109,6 +130,7 @@ class ResultStore:
                 p.hdel(errors_key(job), *oks)
             if chunk is not None:
                 p.sadd(job_key(job, "done"), chunk)
+                p.hdel(job_key(job, "pending"), chunk)
             p.hsetnx(job_key(job), "first", now)
             p.hset(job_key(job), "last", now)
             p.rpush(events_key(job), len(lines))
@@ -118,12 +140,30 @@ class ResultStore:
     def is_done(self, job: str, chunk: int) -> bool:
         return bool(self.redis.sismember(job_key(job, "done"), chunk))
 
+    def chunk_state(self, job: str, chunk: int) -> str:
+        """What a worker should do with a delivery: "todo", or skip it as "done",
+        "cancelled" or "unknown" (the job was deleted or has expired)."""
+        with self.redis.pipeline() as p:
+            p.hmget(job_key(job), ["created", "cancelled"])
+            p.sismember(job_key(job, "done"), chunk)
+            (created, cancelled), done = p.execute()
+        if created is None:
+            return "unknown"
+        if cancelled is not None:
+            return "cancelled"
+        return "done" if done else "todo"
+
     def start_attempt(self, job: str, chunk: int) -> int:
         """Count one more delivery of ``chunk`` to a worker; return the count."""
         with self.redis.pipeline() as p:
             p.hincrby(job_key(job, "attempts"), chunk, 1)
             p.expire(job_key(job, "attempts"), self.ttl)
             return int(p.execute()[0])
+
+    def undo_attempt(self, job: str, chunk: int) -> None:
+        """The delivery ended without fault of the chunk (this worker could not read its
+        inputs): it does not count towards dead-lettering."""
+        self.redis.hincrby(job_key(job, "attempts"), chunk, -1)
 
     def dead_letter(self, job: str, chunk: int, results: list[dict], reason: str) -> None:
         """Give every item of ``chunk`` that has no result yet an error result, and list it."""
@@ -139,6 +179,7 @@ class ResultStore:
                 p.hset(errors_key(job), mapping=dict.fromkeys(fresh, 1))
             p.hset(job_key(job, "dead"), chunk, reason)
             p.sadd(job_key(job, "done"), chunk)
+            p.hdel(job_key(job, "pending"), chunk)
             p.hset(job_key(job), "last", now)
             p.rpush(events_key(job), len(fresh))
             self._expire_all(p, job)
@@ -177,11 +218,11 @@ class ResultStore:
     def info(self, job: str) -> dict:
         """Progress of ``job``. Reads only the counters: the inputs list can be large."""
         with self.redis.pipeline() as p:
-            p.hmget(job_key(job), ["total", "chunks", "created", "last"])
+            p.hmget(job_key(job), ["total", "chunks", "created", "last", "cancelled"])
             p.hlen(results_key(job))
             p.hlen(errors_key(job))
             p.hlen(job_key(job, "dead"))
-            (total, chunks, created, last), done, errors, dead = p.execute()
+            (total, chunks, created, last, cancelled), done, errors, dead = p.execute()
         if total is None:
             raise JobError(f"job {job} is unknown (never submitted, its results expired, or Redis "
                            "lost it: a Redis without persistence forgets jobs when it restarts).")
@@ -191,7 +232,49 @@ class ResultStore:
         eta = (total - done) / rate if rate else None
         return {"job": job, "total": total, "done": done, "errors": errors, "dead_chunks": dead,
                 "chunks": int(chunks), "rate": rate, "eta_s": eta, "elapsed_s": elapsed,
-                "complete": done >= total, "last": last}
+                "complete": done >= total, "last": last, "created": created,
+                "cancelled": float(cancelled) if cancelled is not None else None}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def jobs(self) -> list[dict]:
+        """Every job Redis still knows, oldest first; ids of expired jobs are pruned."""
+        out, gone = [], []
+        for raw in self.redis.zrange(JOBS_KEY, 0, -1):
+            job = raw.decode()
+            try:
+                out.append(self.info(job))
+            except JobError:
+                gone.append(job)
+        if gone:
+            self.redis.zrem(JOBS_KEY, *gone)
+        return out
+
+    def cancel(self, job: str) -> None:
+        """Workers skip the job's chunks from now on and reconcilers re-send none; its
+        results so far stay readable."""
+        self.info(job)  # JobError if unknown
+        with self.redis.pipeline() as p:
+            p.hsetnx(job_key(job), "cancelled", time.time())
+            p.delete(job_key(job, "pending"))
+            p.execute()
+
+    def delete(self, job: str) -> int:
+        """Remove every key of ``job``; return how many there were. A marker stays for an
+        hour, so a client still submitting the job stops instead of taking it for lost."""
+        with self.redis.pipeline() as p:
+            p.delete(job_key(job), *(job_key(job, s) for s in SUFFIXES))
+            p.zrem(JOBS_KEY, job)
+            p.set(DELETED + job, 1, ex=3600)
+            return int(p.execute()[0])
+
+    def was_deleted(self, job: str) -> bool:
+        return bool(self.redis.exists(DELETED + job))
+
+    def job_queue(self, job: str) -> str | None:
+        """The queue the job was published on (None for jobs of older versions)."""
+        raw = self.redis.hget(job_key(job), "queue")
+        return None if raw is None else json.loads(raw)
 
     def submission(self, job: str) -> tuple[list[str], dict] | None:
         """The inputs and options a job was submitted with, or None if not recorded."""

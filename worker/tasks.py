@@ -1,4 +1,4 @@
-"""The one task: decode the message, call plain functions, let Celery retry transient errors.
+"""The one task: decode the message, call plain functions; ride out Redis outages in place.
 
 Settings come from the task's app (``app.conf.digitscan_settings``); the classifier and
 the result store are per-process resources, created lazily after the fork.
@@ -6,14 +6,16 @@ the result store are per-process resources, created lazily after the fork.
 
 from __future__ import annotations
 
-import redis
+import time
+
 from celery import Task
+from celery.exceptions import Reject
 from celery.utils.log import get_task_logger
 
-from digitscan.errors import MalformedMessage
+from digitscan.errors import InputsUnreachable, MalformedMessage, StoreUnavailable
 from digitscan.worker.celeryconfig import TASK_NAME
 from digitscan.worker.classify import classify_chunk
-from digitscan.worker.delivery import handle_chunk
+from digitscan.worker.delivery import Hold, handle_chunk
 from digitscan.worker.messages import Chunk
 from digitscan.worker.settings import Settings
 from digitscan.worker.store import ResultStore
@@ -25,10 +27,13 @@ class ChunkTask(Task):
     """Classifies one chunk of images; ``classify`` is the step a test subclass may wrap."""
 
     name = TASK_NAME
-    autoretry_for = (redis.ConnectionError, redis.TimeoutError)
-    retry_backoff = True
-    retry_backoff_max = 60
-    max_retries = 10
+    # Margin under the hard time limit for the last store call and the return to the pool.
+    HOLD_MARGIN_S = 20
+    # A worker that cannot read by-reference inputs waits this long (doubling per failure
+    # in a row, up to the cap) before it hands the chunk back, so it does not take the
+    # whole queue from workers that can.
+    UNREACHABLE_BACKOFF_S = (2.0, 60.0)
+    _unreachable = 0
     # Pool processes of the worker that runs this task, set by the worker's start-up step,
     # so each process takes cores // processes onnxruntime threads however it was started.
     pool_processes = 0
@@ -73,7 +78,26 @@ class ChunkTask(Task):
             # Bad input fails fast: retrying a message that is not ours would never help.
             log.error("task %s: dropping malformed message: %s", self.request.id, exc)
             return None
-        outcome = handle_chunk(chunk, self.store, self.classify, self.settings.max_deliveries)
+        # No Celery retries: a retry is a publish, which fails while Redis is down, and then
+        # the original message is dropped. The chunk waits here instead (this process takes
+        # no other work meanwhile), and only past the time limit goes back to the queue.
+        hold = Hold(max(1, self.settings.task_time_limit - self.HOLD_MARGIN_S))
+        try:
+            outcome = handle_chunk(chunk, self.store, self.classify, self.settings.max_deliveries,
+                                   hold)
+        except StoreUnavailable as exc:
+            log.error("job %s chunk %d: %s; returning it to the queue", chunk.job, chunk.chunk,
+                      exc)
+            raise Reject(str(exc), requeue=True) from None
+        except InputsUnreachable as exc:
+            first, cap = self.UNREACHABLE_BACKOFF_S
+            pause = min(cap, first * 2 ** self._unreachable, self.settings.task_time_limit / 3)
+            type(self)._unreachable += 1
+            log.error("job %s chunk %d: %s; handing it back in %.0f s", chunk.job, chunk.chunk,
+                      exc, pause)
+            time.sleep(pause)
+            raise Reject(str(exc), requeue=True) from None
+        type(self)._unreachable = 0
         log.log(40 if outcome.state == "dead-lettered" else 20, "job %s chunk %d: %s, %d images, "
                 "%d errors %s", chunk.job, chunk.chunk, outcome.state, outcome.images,
                 outcome.errors, outcome.reason)
