@@ -327,3 +327,97 @@ def test_status_repair_re_sends_what_was_submitted(tmp_path, files, shipped_mode
         assert [r["source"] for r in rows] == [f"in/{i:04d}.png" for i in range(N_IMAGES)]
         right = sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows))
         assert right >= 0.97 * N_IMAGES  # a shifted or re-read job scores ~10 %
+
+
+def test_a_worker_that_cannot_see_the_storage_takes_nothing_from_those_that_can(
+        tmp_path, files, shipped_model):
+    """--by-reference, two workers; on one the shared folder is not mounted (a private
+    mount namespace with an empty tmpfs over it). That worker hands its chunks back and
+    backs off: every image is read by the worker that can, none becomes an error."""
+    import shutil
+
+    shared = tmp_path / "shared"
+    shutil.copytree(files, shared / "in")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        blind = faulty_workers(settings.to_env(), 1, tmp_path / "blind.log", name="blind", prefix=(
+            "unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"mount -t tmpfs none {shared} && exec \"$0\" \"$@\"")).start()
+        seeing = faulty_workers(settings.to_env(), 1, tmp_path / "seeing.log", name="seeing")
+        try:
+            blind.wait_ready()
+            # The blind worker alone first: it must take a chunk and hand it back.
+            job = submit([str(shared / "in")], settings,
+                         SubmitOptions(chunk_size=CHUNK, by_reference=True), store)
+            wait_for_log(blind, "handing it back")
+            seeing.start().wait_ready()
+            wait(store, job.job, progress=False, timeout=180, check=seeing.check)
+        finally:
+            blind.stop()
+            seeing.stop()
+        info = assert_exactly_once(store, job.job, N_IMAGES)
+        assert info["errors"] == 0 and info["dead_chunks"] == 0
+        assert "is the shared storage mounted here?" in blind.logfile.read_text()
+
+
+def test_waiting_with_no_worker_running_never_duplicates_the_backlog(tmp_path, files,
+                                                                      shipped_model):
+    """`submit --wait` with no worker: the reconciler runs every second and re-sends
+    nothing, since every chunk is queued; the job then runs once when a worker starts."""
+    from digitscan.errors import JobError
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model, repair_after=1)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+        reconciler = Reconciler(store, settings, job.job)
+        with pytest.raises(JobError, match="are workers running"):
+            wait(store, job.job, progress=False, timeout=5, reconciler=reconciler, poll_s=0.2)
+        assert reconciler.resent == 0
+        assert queued(redis.Redis.from_url(server.url), settings.queue) == N_IMAGES // CHUNK
+        pool = start_pool(settings, tmp_path / "w.log")
+        try:
+            wait(store, job.job, progress=False, timeout=120, check=pool.check)
+        finally:
+            pool.stop()
+        assert_exactly_once(store, job.job, N_IMAGES)
+        assert set(attempts(server, job.job).values()) == {1}
+
+
+def test_a_small_job_behind_a_big_one_waits_for_one_window_not_the_whole_job(
+        tmp_path, mnist, shipped_model):
+    """A 100-image job submitted behind a 40,000-image job (window 16 chunks of 256):
+    it completes while most of the big job is still to come. Published all at once, as
+    before windows, it would wait for all 40,000."""
+    import threading
+
+    from digitscan.trainer.pngs import write_test_pngs
+
+    write_test_pngs(mnist, tmp_path / "png")
+    small = tmp_path / "small"
+    small.mkdir()
+    for path in sorted((tmp_path / "png").rglob("*.png"))[:100]:
+        (small / path.name).write_bytes(path.read_bytes())
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log")
+        big: dict = {}
+        try:
+            thread = threading.Thread(target=lambda: big.update(job=submit(
+                [str(tmp_path / "png")] * 4, settings, SubmitOptions(window=16), store,
+                on_created=lambda job: big.update(id=job))))
+            thread.start()
+            while "id" not in big or store.in_flight(big["id"]) < 16:
+                time.sleep(0.01)
+            little = submit([str(small)], settings, SubmitOptions(), store)
+            wait(store, little.job, progress=False, timeout=120, check=pool.check)
+            big_done = store.info(big["id"])["done"]
+            thread.join(timeout=300)
+            wait(store, big["id"], progress=False, timeout=300, check=pool.check)
+        finally:
+            pool.stop()
+        assert_exactly_once(store, little.job, 100)
+        assert_exactly_once(store, big["id"], 40_000)
+        assert big_done < 10_000  # the small job finished within the big job's first quarter

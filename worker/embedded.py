@@ -135,17 +135,18 @@ class LocalWorkers:
 
     def __init__(self, env: dict[str, str], concurrency: int, logfile: Path,
                  name: str = "scan", extra_args: tuple[str, ...] = (),
-                 app_module: str = APP_MODULE):
+                 app_module: str = APP_MODULE, prefix: tuple[str, ...] = ()):
         self.env = {**os.environ, **env}
         self.app_module = app_module
         self.concurrency = concurrency
         self.logfile = logfile
         self.name = name
         self.extra_args = extra_args
+        self.prefix = prefix  # e.g. `ip netns exec HOST`: where the worker runs
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalWorkers:
-        cmd = [sys.executable, "-m", "celery", "-A", self.app_module, "worker",
+        cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", self.app_module, "worker",
                "--concurrency", str(self.concurrency), "--pool", "prefork",
                "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
                "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",
