@@ -285,13 +285,24 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
     submission = client.Submission(store, settings, options, list(inputs), entries).start()
     click.echo(submission.job)  # before the first chunk: an interrupted submit can be cancelled
     reconciler = Reconciler(store, settings, submission.job, app=submission.app)
-    info = client.wait(store, submission.job, progress=wait_, timeout=timeout,
-                       reconciler=reconciler, submission=submission, until_published=not wait_)
+    # With --out the results move from Redis to the file as they come: Redis holds a
+    # moment's results, not the job's.
+    drain = client.Drain(store, submission.job) if out else None
+    try:
+        info = client.wait(store, submission.job, progress=wait_, timeout=timeout,
+                           reconciler=reconciler, submission=submission,
+                           until_published=not wait_, drain=drain)
+    except (DigitscanError, KeyboardInterrupt):
+        if drain is not None:  # what was drained exists nowhere else: keep it
+            n = drain.write(out)
+            click.echo(f"wrote the {n} results so far to {out}; later ones stay in Redis: "
+                       f"`digitscan results {submission.job} --out FILE`", err=True)
+        raise
     click.echo(f"submitted {submission.total} images in {submission.next_chunk} chunks", err=True)
     if wait_:
         click.echo(client.status_line(info), err=True)
-        if out:
-            n = client.write_results(store, submission.job, out)
+        if drain is not None:
+            n = drain.write(out)
             click.echo(f"wrote {n} results to {out}", err=True)
 
 

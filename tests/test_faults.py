@@ -421,3 +421,91 @@ def test_a_small_job_behind_a_big_one_waits_for_one_window_not_the_whole_job(
         assert_exactly_once(store, little.job, 100)
         assert_exactly_once(store, big["id"], 40_000)
         assert big_done < 10_000  # the small job finished within the big job's first quarter
+
+
+def test_redis_full_for_a_while_is_a_condition_not_a_crash(tmp_path, files, shipped_model):
+    """Redis hits maxmemory (noeviction) mid-job for a few seconds: the worker keeps
+    running and holds its chunk, the waiting client waits, and the job completes once
+    memory is freed."""
+    import threading
+
+    with EmbeddedRedis(tmp_path / "redis", maxmemory="32mb") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        client = redis.Redis.from_url(server.url)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="1.0")
+        try:
+            job = submit([str(files)], settings, SubmitOptions(chunk_size=CHUNK), store)
+            wait_for_progress(store, job.job, CHUNK)
+            filler = 0
+            for size in (100_000, 100):  # fill Redis past its limit: big values, then small
+                with pytest.raises(redis.exceptions.OutOfMemoryError):  # ones, so a rejected
+                    while True:  # command's own buffer is not what made it full
+                        client.set(f"filler:{filler}", b"x" * size)
+                        filler += 1
+            result: dict = {}
+            waiter = threading.Thread(target=lambda: result.update(info=wait(
+                store, job.job, progress=False, timeout=120, check=pool.check)))
+            waiter.start()
+            wait_for_log(pool, "holding the chunk")
+            pool.check()  # still running
+            client.delete(*(f"filler:{i}" for i in range(filler)))
+            waiter.join(timeout=150)
+        finally:
+            pool.stop()
+        assert result["info"]["complete"]
+        assert assert_exactly_once(store, job.job, N_IMAGES)["errors"] == 0
+        assert "Unrecoverable" not in pool.logfile.read_text()
+
+
+def run_submit_wait(settings: Settings, inputs: list[str], out: Path, *extra: str) -> tuple[str, int]:
+    """`digitscan submit --wait --out` in a process of its own; (stderr, its peak RSS in KB)."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\n"
+            "from digitscan.cli import main\n"
+            "try:\n"
+            "    main(sys.argv[1:], prog_name='digitscan')\n"
+            "finally:\n"
+            "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "submit", *inputs, "--wait", "--out",
+                           str(out), *extra], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **settings.to_env()})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stderr, int(proc.stderr.rsplit("maxrss", 1)[1].split()[0])
+
+
+def test_200k_images_through_a_64mb_redis(tmp_path, mnist, shipped_model):
+    """The whole MNIST test set twenty times (200,000 images) through `submit --wait --out`
+    on a Redis capped at 64 MB with noeviction: a window of chunks in flight and results
+    drained into the file as they come keep Redis far below its cap. Before, this job
+    stopped with a traceback after half-submitting."""
+    import json
+
+    from digitscan.trainer.pngs import write_test_pngs
+
+    write_test_pngs(mnist, tmp_path / "png")
+    with EmbeddedRedis(tmp_path / "redis", maxmemory="64mb") as server:
+        settings = settings_for(server, shipped_model)
+        client = redis.Redis.from_url(server.url)
+        pool = start_pool(settings, tmp_path / "w.log")
+        try:
+            err, rss_kb = run_submit_wait(settings, [str(tmp_path / "png")] * 20,
+                                          tmp_path / "r.jsonl")
+        finally:
+            pool.stop()
+        peak_mb = int(client.info("memory")["used_memory_peak"]) / 2**20
+        left = [k for k in client.scan_iter("digitscan:job:*:results")]
+    assert "wrote 200000 results" in err
+    with open(tmp_path / "r.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    labels = [int(r["source"].rsplit("/", 2)[-2]) for r in rows]
+    assert len(rows) == 200_000 and len({(r["source"], i // 10_000) for i, r in enumerate(rows)}) \
+        == 200_000  # each file once per copy, in input order
+    assert sum(r["digit"] == y for r, y in zip(rows, labels)) >= 0.98 * 200_000
+    assert not left  # drained: the job's results live in the file, not in Redis
+    print(f"\n200k on a 64 MB Redis: Redis peak {peak_mb:.0f} MB, client peak RSS "
+          f"{rss_kb / 1024:.0f} MB")
+    assert peak_mb < 48

@@ -16,6 +16,8 @@ def celery_config(settings: Settings) -> dict:
     return {
         **tls,
         "broker_url": settings.broker_url,
+        # A full Redis makes the consumer reconnect, not the worker exit (redistransport.py).
+        "broker_transport": "digitscan.worker.redistransport:Transport",
         "result_backend": settings.results_url,
         # JSON only: a pickle message is refused, never executed.
         "task_serializer": "json",

@@ -7,8 +7,11 @@ files in ``results``.
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 import zlib
@@ -227,11 +230,12 @@ def submit(inputs: list[str], settings: Settings, options: SubmitOptions = Submi
 def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float | None = None,
          poll_s: float = 0.5, check: Callable[[], None] | None = None,
          reconciler: Reconciler | None = None, submission: Submission | None = None,
-         until_published: bool = False) -> dict:
+         until_published: bool = False, drain: Drain | None = None) -> dict:
     """Block until every item of ``job`` has a result (or, ``until_published``, until the
     ``submission`` has published its last chunk); ``check`` may raise to abort. A
     ``submission`` is pumped as its window frees up; a ``reconciler`` re-sends lost chunks
-    every ``repair_after`` seconds. Redis outages and a full Redis are waited out."""
+    every ``repair_after`` seconds; a ``drain`` takes stored results out of Redis as they
+    come. Redis outages and a full Redis are waited out."""
     start = time.monotonic()
     total = submission.total if submission else store.info(job)["total"]
     outage: str | None = None
@@ -241,6 +245,8 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
             info = None
             try:
                 info = store.info(job)
+                if drain is not None:
+                    drain.take()  # first: it frees Redis memory the window may need
                 if submission is not None:
                     submission.pump()
                 if reconciler is not None and reconciler.due():
@@ -277,6 +283,49 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
                 store.wait_for_progress(job, poll_s)
             except TRANSIENT:
                 time.sleep(poll_s)
+
+
+class Drain:
+    """A waiting client's share of the job's results: taken out of Redis as chunks are
+    stored (``take``, from ``wait``), kept in an unnamed temporary file, and written in
+    input order at the end (``write``). So Redis holds a moment's results, not the job's,
+    and the client holds 8 bytes per image (the file offsets), not the results.
+
+    Drained results are no longer in Redis: `digitscan results` cannot read them again.
+    """
+
+    def __init__(self, store: ResultStore, job: str, spill_dir: str | Path | None = None):
+        self.store, self.job = store, job
+        self.spill = tempfile.TemporaryFile(dir=spill_dir)
+        self.offsets = array("q")
+
+    def take(self) -> int:
+        """Move what Redis holds now into the spill file; return how many results."""
+        taken = 0
+        while rows := self.store.drain(self.job):
+            self.spill.seek(0, io.SEEK_END)
+            for row in rows:
+                index = row["index"]
+                if index >= len(self.offsets):
+                    self.offsets.extend([-1] * (index + 1 - len(self.offsets)))
+                self.offsets[index] = self.spill.tell()
+                self.spill.write(json.dumps(row).encode() + b"\n")
+            taken += len(rows)
+        return taken
+
+    def lines(self) -> Iterator[dict]:
+        for offset in self.offsets:
+            if offset >= 0:
+                self.spill.seek(offset)
+                yield json.loads(self.spill.readline())
+
+    def write(self, out: str | Path) -> int:
+        """Write every result drained so far, in input order, to ``out``; return the count."""
+        self.take()
+        try:
+            return write_result_file(self.lines(), out)
+        finally:
+            self.spill.close()
 
 
 def write_results(store: ResultStore, job: str, out: str | Path) -> int:

@@ -30,15 +30,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the process that started it dies, even by
-    SIGKILL, so nothing keeps running (and classifying) for a scan that is gone. Linux;
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child before exec: get ``signum`` when the process that started it dies, even
+    by SIGKILL, so nothing keeps running (and classifying) for a scan that is gone. Linux;
     elsewhere a no-op."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+
+
+def workers_die_with_parent() -> None:
+    # SIGQUIT, Celery's cold shutdown: a warm one would wait for chunks that are holding
+    # for a Redis that died with the same parent.
+    die_with_parent(signal.SIGQUIT)
 
 
 def redis_server_binary() -> str:
@@ -57,11 +63,12 @@ class EmbeddedRedis:
     """
 
     def __init__(self, workdir: str | Path | None = None, appendonly: bool = False,
-                 password: str | None = None):
+                 password: str | None = None, maxmemory: str = "1gb"):
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="digitscan-redis-")
         self.dir = Path(workdir or self._tmp.name)
         self.appendonly = appendonly
         self.password = password
+        self.maxmemory = maxmemory
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -74,7 +81,7 @@ class EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
-                "--maxmemory-policy", "noeviction",
+                "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",
                 "--logfile", str(self.dir / "redis.log")]
         if self.password:
@@ -155,7 +162,7 @@ class LocalWorkers:
         self._log = open(self.logfile, "ab")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=die_with_parent)
+                                     preexec_fn=workers_die_with_parent)
         return self
 
     def check(self) -> None:

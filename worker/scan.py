@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from digitscan.modelcard import verify_model_file
-from digitscan.worker.client import Submission, connect, wait, write_results
+from digitscan.worker.client import Drain, Submission, connect, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
 from digitscan.worker.inputs import find_entries
 from digitscan.worker.model import resolve_providers
@@ -84,10 +84,11 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         t0 = time.perf_counter()
         job = Submission(store, settings, options, inputs, entries).start()
         reconciler = Reconciler(store, settings, job.job, app=job.app)
+        drain = Drain(store, job.job)
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
-             submission=job)
+             submission=job, drain=drain)
         seconds = time.perf_counter() - t0
-        count = write_results(store, job.job, out)
+        count = drain.write(out)
     errors, review, not_digits, labelled, correct = score(Path(out))
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
                        images_per_s=count / seconds if seconds else 0.0, review=review,

@@ -3,8 +3,11 @@ every image end with exactly one final result.
 
     digitscan:jobs               sorted set: job id -> created (for `digitscan jobs`)
     digitscan:job:<id>           hash: total, chunks, created, first, last, inputs, cancelled, ...
-    digitscan:job:<id>:results   hash: item index -> result line (JSON)
-    digitscan:job:<id>:errors    hash: item index -> 1, for items whose result is an error
+    digitscan:job:<id>:results   hash: item index -> packed result (see ``pack``); a client
+                                 writing the job to a file drains it as it goes
+    digitscan:job:<id>:seen      bitmap: bit i set once item i has a result (done = BITCOUNT)
+    digitscan:job:<id>:errors    bitmap: bit i set while item i's result is an error
+    digitscan:job:<id>:models    set: sha256 of every model that wrote a result
     digitscan:job:<id>:events    list: one entry per stored chunk, so waiters wake at once
     digitscan:job:<id>:pending   hash: chunk -> its message, from publish until its results
                                  are stored: what a reconciler re-sends, byte for byte
@@ -15,7 +18,8 @@ every image end with exactly one final result.
 
 HSET by index makes writes idempotent: a redelivered chunk overwrites its own results
 instead of adding new ones. Every key carries the result TTL, refreshed on each write.
-``pending`` is bounded by the submitter's window, so Redis holds O(window) image bytes.
+``pending`` is bounded by the submitter's window, so Redis holds O(window) image bytes;
+a result costs ~100 B until drained, and two bits after.
 """
 
 from __future__ import annotations
@@ -36,7 +40,32 @@ DELETED = "digitscan:deleted:"
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
              redis.exceptions.OutOfMemoryError)
 READ_BATCH = 2000
-SUFFIXES = ("results", "errors", "events", "pending", "done", "attempts", "dead", "requeues")
+SUFFIXES = ("results", "seen", "errors", "models", "events", "pending", "done", "attempts",
+            "dead", "requeues")
+MODEL_REF = 12  # hex digits of the model's sha256 kept per result; the job keeps them all
+
+
+def pack(line: dict) -> str:
+    """A result as stored: the fields that vary per image, without the job id and with a
+    short model reference (~50 B instead of ~270 B as a full line)."""
+    return json.dumps([line.get("source"), line.get("digit"), line.get("confidence"),
+                       bool(line.get("review")), line.get("error"),
+                       (line.get("model") or "")[:MODEL_REF]], separators=(",", ":"))
+
+
+def unpack(job: str, index: int, raw: bytes, models: dict[str, str]) -> dict:
+    source, digit, confidence, review, error, ref = json.loads(raw)
+    return {"index": index, "job": job, "source": source, "digit": digit,
+            "confidence": confidence, "review": review, "error": error,
+            "model": models.get(ref, ref) or None}
+
+
+def _bits(key: str, indices: list[int], value: int) -> list:
+    """One BITFIELD command setting bit ``i`` of ``key`` to ``value`` for each index."""
+    args: list = []
+    for i in indices:
+        args += ["SET", "u1", i, value]
+    return ["BITFIELD", key, *args]
 
 
 def job_key(job: str, suffix: str | None = None) -> str:
@@ -118,16 +147,19 @@ class ResultStore:
         if not results:
             return
         now = time.time()
-        lines = {r["index"]: json.dumps({k: v for k, v in r.items() if k != "index"})
-                 for r in results}
-        errors = {r["index"]: 1 for r in results if r.get("error")}
+        lines = {r["index"]: pack(r) for r in results}
+        errors = [r["index"] for r in results if r.get("error")]
         oks = [r["index"] for r in results if not r.get("error")]
+        models = {r["model"] for r in results if r.get("model")}
         with self.redis.pipeline() as p:
             p.hset(results_key(job), mapping=lines)
+            p.execute_command(*_bits(job_key(job, "seen"), list(lines), 1))
             if errors:
-                p.hset(errors_key(job), mapping=errors)
+                p.execute_command(*_bits(errors_key(job), errors, 1))
             if oks:  # a redelivered chunk may now succeed where it failed before
-                p.hdel(errors_key(job), *oks)
+                p.execute_command(*_bits(errors_key(job), oks, 0))
+            if models:
+                p.sadd(job_key(job, "models"), *models)
             if chunk is not None:
                 p.sadd(job_key(job, "done"), chunk)
                 p.hdel(job_key(job, "pending"), chunk)
@@ -143,7 +175,7 @@ class ResultStore:
     def chunk_state(self, job: str, chunk: int) -> str:
         """What a worker should do with a delivery: "todo", or skip it as "done",
         "cancelled" or "unknown" (the job was deleted or has expired)."""
-        with self.redis.pipeline() as p:
+        with self.redis.pipeline(transaction=False) as p:  # reads work even when Redis is full
             p.hmget(job_key(job), ["created", "cancelled"])
             p.sismember(job_key(job, "done"), chunk)
             (created, cancelled), done = p.execute()
@@ -169,14 +201,16 @@ class ResultStore:
         """Give every item of ``chunk`` that has no result yet an error result, and list it."""
         now = time.time()
         with self.redis.pipeline() as p:
-            for r in results:
-                p.hsetnx(results_key(job), r["index"],
-                         json.dumps({k: v for k, v in r.items() if k != "index"}))
-            created = p.execute()
+            for r in results:  # an item with a result (even drained) keeps it
+                p.getbit(job_key(job, "seen"), r["index"])
+            seen = p.execute()
+        fresh = [r for r, bit in zip(results, seen) if not bit]
         with self.redis.pipeline() as p:
-            fresh = [r["index"] for r, new in zip(results, created) if new]
             if fresh:
-                p.hset(errors_key(job), mapping=dict.fromkeys(fresh, 1))
+                p.hset(results_key(job), mapping={r["index"]: pack(r) for r in fresh})
+                indices = [r["index"] for r in fresh]
+                p.execute_command(*_bits(job_key(job, "seen"), indices, 1))
+                p.execute_command(*_bits(errors_key(job), indices, 1))
             p.hset(job_key(job, "dead"), chunk, reason)
             p.sadd(job_key(job, "done"), chunk)
             p.hdel(job_key(job, "pending"), chunk)
@@ -217,10 +251,10 @@ class ResultStore:
 
     def info(self, job: str) -> dict:
         """Progress of ``job``. Reads only the counters: the inputs list can be large."""
-        with self.redis.pipeline() as p:
+        with self.redis.pipeline(transaction=False) as p:  # reads work even when Redis is full
             p.hmget(job_key(job), ["total", "chunks", "created", "last", "cancelled"])
-            p.hlen(results_key(job))
-            p.hlen(errors_key(job))
+            p.bitcount(job_key(job, "seen"))
+            p.bitcount(errors_key(job))
             p.hlen(job_key(job, "dead"))
             (total, chunks, created, last, cancelled), done, errors, dead = p.execute()
         if total is None:
@@ -283,10 +317,33 @@ class ResultStore:
             return None
         return json.loads(inputs), json.loads(options)
 
+    def models(self, job: str) -> dict[str, str]:
+        """Short model reference -> sha256, for the models that wrote the job's results."""
+        return {m.decode()[:MODEL_REF]: m.decode() for m in self.redis.smembers(job_key(job, "models"))}
+
     def iter_results(self, job: str, total: int) -> Iterator[dict]:
-        """Result lines in item order, read in batches so memory stays flat."""
+        """Result lines in item order, read in batches so memory stays flat. Results a
+        client drained (``drain``) are no longer here."""
+        models = self.models(job)
         for start in range(0, total, READ_BATCH):
             indices = list(range(start, min(start + READ_BATCH, total)))
             for index, raw in zip(indices, self.redis.hmget(results_key(job), indices)):
                 if raw is not None:
-                    yield {"index": index, **json.loads(raw)}
+                    yield unpack(job, index, raw, models)
+
+    def drain(self, job: str, batch: int = READ_BATCH) -> list[dict]:
+        """Take up to ``batch`` stored results out of Redis, for a client that writes them to
+        its file as they come: Redis then holds only the results not yet written. Counts
+        stay (the ``seen`` bitmap). A result stored again after a redelivery comes again,
+        identical."""
+        cursor, raw = 0, {}
+        while len(raw) < batch:
+            cursor, found = self.redis.hscan(results_key(job), cursor, count=batch)
+            raw.update(found)
+            if cursor == 0:
+                break
+        if not raw:
+            return []
+        self.redis.hdel(results_key(job), *raw)
+        models = self.models(job)
+        return [unpack(job, int(i), v, models) for i, v in raw.items()]
