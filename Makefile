@@ -65,6 +65,7 @@ bench: venv fonts
 	$(BIN)/python -m bench.provider_bench --data $(DATA)
 	$(BIN)/python -m bench.worker_bench --data $(DATA)
 	$(BIN)/python -m bench.population_bench --data $(DATA)
+	$(BIN)/python -m bench.jobs_bench --data $(DATA)
 
 clean:
 	rm -rf $(DEMO) runs build *.egg-info .pytest_cache .ruff_cache

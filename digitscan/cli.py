@@ -269,7 +269,7 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
     at once, then publishes the job a window at a time: without --wait it returns when the
     last chunk is published (at once for jobs of up to WINDOW chunks)."""
     from digitscan.worker import client
-    from digitscan.worker.inputs import find_entries
+    from digitscan.worker.inputs import check_inputs
     from digitscan.worker.reconcile import Reconciler
     from digitscan.worker.results import check_results_path
 
@@ -280,9 +280,9 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
     settings = _settings(broker_url=broker)
     options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference,
                             review_below=review_below, window=window)
-    entries = find_entries(list(inputs))  # missing inputs are refused before Redis is asked
+    check_inputs(list(inputs))  # missing inputs are refused before Redis is asked
     store = client.connect(settings)
-    submission = client.Submission(store, settings, options, list(inputs), entries).start()
+    submission = client.Submission(store, settings, options, list(inputs)).start()
     click.echo(submission.job)  # before the first chunk: an interrupted submit can be cancelled
     reconciler = Reconciler(store, settings, submission.job, app=submission.app)
     # With --out the results move from Redis to the file as they come: Redis holds a

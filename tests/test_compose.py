@@ -37,6 +37,9 @@ def test_services_and_profiles(compose):
     assert {"redis", "worker", "flower", "train"} <= set(services)
     assert services["train"]["profiles"] == ["train"]
     assert "--appendonly" in services["redis"]["command"]
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory") + 1] == "1gb"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert "noeviction" in services["redis"]["command"]
     assert "./models:/models:ro" in services["worker"]["volumes"]
     assert services["worker"]["build"]["target"] == "worker"

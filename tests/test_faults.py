@@ -509,3 +509,30 @@ def test_200k_images_through_a_64mb_redis(tmp_path, mnist, shipped_model):
     print(f"\n200k on a 64 MB Redis: Redis peak {peak_mb:.0f} MB, client peak RSS "
           f"{rss_kb / 1024:.0f} MB")
     assert peak_mb < 48
+
+
+def test_redis_stalls_under_a_waiting_client(tmp_path, files, shipped_model):
+    """Redis stops answering for 5 s (CLIENT PAUSE, as a slow fork or disk would) while
+    `submit --wait --out` runs: the client waits it out; no TimeoutError traceback."""
+    import subprocess
+    import sys
+
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = settings_for(server, shipped_model)
+        store = ResultStore.from_url(server.url, settings.result_ttl)
+        pool = start_pool(settings, tmp_path / "w.log", DIGITSCAN_TEST_DELAY_S="0.2")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "digitscan.cli", "submit", str(files), "--chunk-size",
+                 str(CHUNK), "--wait", "--out", str(tmp_path / "r.jsonl")],
+                env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            job = proc.stdout.readline().strip()
+            wait_for_progress(store, job, CHUNK)
+            redis.Redis.from_url(server.url).execute_command("CLIENT", "PAUSE", 5000, "ALL")
+            _, err = proc.communicate(timeout=120)
+        finally:
+            pool.stop()
+        assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+        assert f"wrote {N_IMAGES} results" in err
+        assert (tmp_path / "r.jsonl").read_text().count("\n") == N_IMAGES

@@ -16,7 +16,7 @@ import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, JobError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
-from digitscan.worker.inputs import Entry, Found, count_items, find_entries, read_items
+from digitscan.worker.inputs import Entry, Found, check_inputs, count_items, iter_entries, read_items
 from digitscan.worker.messages import Chunk, Item
 from digitscan.worker.results import error_line, write_result_file
 from digitscan.worker.settings import Settings, SubmitOptions, redact
@@ -67,7 +67,7 @@ class Chunker:
     changed since the first pass becomes an error result rather than another file's answer.
     """
 
-    def __init__(self, entries: list[Entry], job: str, max_image_bytes: int,
+    def __init__(self, entries: Iterable[Entry], job: str, max_image_bytes: int,
                  options: SubmitOptions, first_chunk: int = 0,
                  fingerprints: array | None = None, verify: bool = False):
         self.entries, self.job, self.max_image_bytes, self.options = \
@@ -127,9 +127,11 @@ class Submission:
     """
 
     def __init__(self, store: ResultStore, settings: Settings, options: SubmitOptions,
-                 inputs: list[str], entries: list[Entry] | None = None):
-        self.entries = find_entries(inputs) if entries is None else entries
-        self.total = sum(count_items(e) for e in self.entries)
+                 inputs: list[str]):
+        check_inputs(inputs)
+        # Listed twice, lazily (a count, then the chunks), never held: the client's memory
+        # does not grow with the number of files.
+        self.total = sum(count_items(e) for e in iter_entries(inputs))
         if self.total == 0:
             raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
         self.store, self.settings, self.options, self.inputs = store, settings, options, inputs
@@ -158,7 +160,7 @@ class Submission:
         self._begin(verify=True)
 
     def _begin(self, verify: bool) -> None:
-        self.chunker = Chunker(self.entries, self.job, self.settings.max_image_bytes,
+        self.chunker = Chunker(iter_entries(self.inputs), self.job, self.settings.max_image_bytes,
                                self.options, self.next_chunk, self.fingerprints, verify)
         self._chunks = iter(self.chunker)
         self._next: Chunk | None = None
@@ -212,14 +214,13 @@ def publish(app, settings: Settings, chunk: Chunk) -> None:
 
 
 def submit(inputs: list[str], settings: Settings, options: SubmitOptions = SubmitOptions(),
-           store: ResultStore | None = None, entries: list[Entry] | None = None,
-           on_created: Callable[[str], None] | None = None,
+           store: ResultStore | None = None, on_created: Callable[[str], None] | None = None,
            check: Callable[[], None] | None = None) -> Submitted:
     """Record a job and publish all of its chunks, a window at a time; return when the last
     one is published (at once for a job that fits in the window). ``on_created`` gets the
     job id before the first chunk is sent."""
     store = store or connect(settings)
-    submission = Submission(store, settings, options, inputs, entries).start()
+    submission = Submission(store, settings, options, inputs).start()
     if on_created is not None:
         on_created(submission.job)
     wait(store, submission.job, progress=False, check=check, submission=submission,

@@ -60,26 +60,31 @@ class EmbeddedRedis:
     """redis-server on 127.0.0.1 and a free port, in a temp dir, no persistence by default.
 
     ``appendonly=True`` turns on AOF (everysec), as recommended for production queues.
+    ``maxmemory`` caps it (noeviction: at the cap writes are refused, and workers and
+    clients wait); a scan needs a window of chunks and a moment's results, ~30 MB.
     """
 
     def __init__(self, workdir: str | Path | None = None, appendonly: bool = False,
-                 password: str | None = None, maxmemory: str = "1gb"):
+                 password: str | None = None, maxmemory: str = "1gb", host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = ()):
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="digitscan-redis-")
         self.dir = Path(workdir or self._tmp.name)
         self.appendonly = appendonly
         self.password = password
         self.maxmemory = maxmemory
+        self.host = host
+        self.prefix = prefix  # e.g. `ip netns exec HOST`: where the server runs
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [*self.prefix, redis_server_binary(), "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec",

@@ -8,6 +8,7 @@ a member bigger than the byte cap is refused from its header (zip bombs included
 from __future__ import annotations
 
 import glob
+import os
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -55,30 +56,56 @@ class Found:
     error: ImageError | None = None
 
 
-def find_entries(inputs: list[str]) -> list[Entry]:
-    """Expand inputs in the order given; folders recursively in sorted order."""
-    entries: list[Entry] = []
+def check_inputs(inputs: list[str]) -> None:
+    """Refuse inputs that do not exist (or patterns that match nothing), without listing
+    folders: an early one-line error, before Redis or workers are involved."""
     missing = []
     for given in inputs:
-        path = Path(given)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if child.is_file():
-                    entries.append(Entry(child, str(child)))
-        elif path.exists():
-            entries.append(Entry(path, given))
-        elif glob.has_magic(given):
-            matches = sorted(glob.glob(given, recursive=True))
-            if not matches:
+        if Path(given).exists():
+            continue
+        if glob.has_magic(given):
+            if next(glob.iglob(given, recursive=True), None) is None:
                 missing.append(f"{given} (the pattern matches nothing)")
-            for match in matches:
-                entries.extend(find_entries([match]))
         else:
             missing.append(given)
     if missing:
         raise InputError(f"input not found: {', '.join(missing)}. Give files, folders, globs or "
                          ".zip/.tar archives; nothing was submitted.")
-    return entries
+
+
+def iter_entries(inputs: list[str]) -> Iterator[Entry]:
+    """Expand inputs lazily, in the order given; folders recursively, in the order of their
+    sorted paths. Memory stays that of the largest single folder, at any job size, and
+    listing twice gives the same order."""
+    check_inputs(inputs)
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            yield from _walk(path)
+        elif path.exists():
+            yield Entry(path, given)
+        else:
+            for match in sorted(glob.glob(given, recursive=True)):
+                yield from iter_entries([match])
+
+
+def _walk(folder: Path) -> Iterator[Entry]:
+    # Name by name, folders expanded in place: the order of sorted(folder.rglob("*")).
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return
+    for name in names:
+        child = folder / name
+        if child.is_dir():
+            yield from _walk(child)
+        elif child.is_file():
+            yield Entry(child, str(child))
+
+
+def find_entries(inputs: list[str]) -> list[Entry]:
+    """``iter_entries`` as a list (small inputs, tests)."""
+    return list(iter_entries(inputs))
 
 
 def _zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:

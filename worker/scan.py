@@ -13,7 +13,7 @@ from pathlib import Path
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.client import Drain, Submission, connect, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
-from digitscan.worker.inputs import find_entries
+from digitscan.worker.inputs import check_inputs
 from digitscan.worker.model import resolve_providers
 from digitscan.worker.reconcile import Reconciler
 from digitscan.worker.results import check_results_path
@@ -68,7 +68,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
          progress: bool = True) -> ScanSummary:
     # Fail before starting anything if the output, inputs, model or provider is not usable.
     check_results_path(out)
-    entries = find_entries(inputs)
+    check_inputs(inputs)
     verify_model_file(settings.model)
     resolve_providers(settings.provider)
     with contextlib.ExitStack() as stack:
@@ -82,7 +82,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
         pool.wait_ready()
         t0 = time.perf_counter()
-        job = Submission(store, settings, options, inputs, entries).start()
+        job = Submission(store, settings, options, inputs).start()
         reconciler = Reconciler(store, settings, job.job, app=job.app)
         drain = Drain(store, job.job)
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,

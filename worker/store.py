@@ -96,7 +96,10 @@ class ResultStore:
     @classmethod
     def for_settings(cls, settings) -> ResultStore:
         url = settings.results_url
-        return cls.from_url(url, settings.result_ttl, **settings.tls_options(url))
+        # Timeouts: a host whose link is cut sees no reset; without them a call would wait
+        # on a dead connection for ever instead of failing over to holding and retrying.
+        return cls.from_url(url, settings.result_ttl, socket_timeout=30,
+                            socket_connect_timeout=10, **settings.tls_options(url))
 
     def _expire_all(self, p, job: str) -> None:
         for key in (job_key(job), *(job_key(job, s) for s in SUFFIXES)):
