@@ -47,7 +47,7 @@ demo: venv
 	$(BIN)/digitscan train --arch cnn --epochs 1 --data $(DATA) --out $(DEMO)/train
 	$(BIN)/digitscan export $(DEMO)/train/checkpoint.pt --out $(DEMO)/digits.onnx --data $(DATA)
 	$(BIN)/digitscan scan $(DEMO)/mnist-test-png --model $(DEMO)/digits.onnx --workers 2 \
-		--out $(DEMO)/results.jsonl
+		--labels folders --out $(DEMO)/results.jsonl
 	@echo "results: $(DEMO)/results.jsonl  plots: $(DEMO)/train/*.png  model card: $(DEMO)/digits.json"
 
 # Reproduce the shipped artefacts from scratch (default CNN recipe, seed 0).

@@ -395,9 +395,12 @@ def results(job, out, broker) -> None:
               help="Images per task.")
 @click.option("--broker", default=None, metavar="URL",
               help="Use this Redis instead of starting a private one.")
+@click.option("--labels", default=None, metavar="folders|FILE",
+              help="Report accuracy against true digits: `folders` (parent folders named "
+                   "0-9) or a .json/.csv file of source -> digit. Without it none is claimed.")
 @window_option
 @review_option
-def scan(inputs, out, workers, model, provider, chunk_size, broker, window,
+def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, window,
          review_below) -> None:
     """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
     from digitscan.worker.scan import scan as run_scan
@@ -405,7 +408,7 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, window,
     if workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
-    summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker,
+    summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker, labels=labels,
                        options=SubmitOptions(chunk_size=chunk_size, review_below=review_below,
                                              window=window))
     acc = "" if summary.accuracy is None else \

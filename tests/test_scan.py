@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from .hostile import ARCHIVE_MEMBERS, write_corpus
 
@@ -49,7 +50,7 @@ def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     write_test_pngs(mnist, tmp_path / "png", limit=300)
     out = tmp_path / "r.csv"
     result = scan(str(tmp_path / "png"), "--out", str(out), "--model", str(shipped_model),
-                  "--chunk-size", "16")
+                  "--chunk-size", "16", "--labels", "folders")
     assert result.returncode == 0, result.stderr
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -175,3 +176,49 @@ def test_scan_reads_boxed_and_printed_cells_and_names_what_is_not_a_digit(tmp_pa
     assert any(rows[n]["error"] and rows[n]["error"].startswith("not a digit") for n in truth
                if truth[n] is None)
     assert "to review" in result.stdout and "not a digit" in result.stdout
+
+
+def test_accuracy_only_when_labels_are_asked_for(tmp_path, mnist, shipped_model):
+    """Batch folders named 0-4 are not labels: no accuracy is claimed without --labels. A
+    labels file (JSON or CSV, by source or file name) gives one."""
+    for batch in range(5):
+        (tmp_path / "in" / str(batch)).mkdir(parents=True)
+    truth = {}
+    for i in range(50):
+        name = f"{i:03d}.png"
+        Image.fromarray(255 - mnist.test_images[i]).save(tmp_path / "in" / str(i % 5) / name)
+        truth[name] = int(mnist.test_labels[i])
+    plain = scan(str(tmp_path / "in"), "--out", str(tmp_path / "a.jsonl"), "--model",
+                 str(shipped_model))
+    assert plain.returncode == 0 and "labelled" not in plain.stdout, plain.stderr
+    (tmp_path / "labels.json").write_text(json.dumps(truth))
+    with open(tmp_path / "labels.csv", "w") as f:
+        f.write("source,digit\n" + "".join(f"{k},{v}\n" for k, v in truth.items()))
+    for labels in ("labels.json", "labels.csv"):
+        run = scan(str(tmp_path / "in"), "--out", str(tmp_path / "b.jsonl"), "--model",
+                   str(shipped_model), "--labels", str(tmp_path / labels))
+        assert run.returncode == 0 and "on 50 labelled" in run.stdout, run.stderr
+        score = float(run.stdout.split("accuracy ")[1].split("%")[0])
+        assert score >= 95  # the real score, not ~10 % from batch folder names
+    bad = scan(str(tmp_path / "in"), "--out", str(tmp_path / "c.jsonl"), "--labels", "x.txt")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --labels x.txt: give")
+
+
+def test_scan_on_a_shared_broker_uses_a_queue_of_its_own(tmp_path, mnist, shipped_model):
+    """Another worker listens on the default queue of the same Redis: it gets none of this
+    scan's chunks (before, it answered a third of them with its own model)."""
+    from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
+    from digitscan.worker.settings import Settings
+
+    (tmp_path / "in").mkdir()
+    for i in range(64):
+        Image.fromarray(255 - mnist.test_images[i]).save(tmp_path / "in" / f"{i:03d}.png")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        other = Settings(broker_url=server.url, model=str(shipped_model), concurrency=1)
+        with LocalWorkers(other.to_env(), 1, tmp_path / "other.log", name="other") as foreign:
+            foreign.wait_ready()
+            run = scan(str(tmp_path / "in"), "--out", str(tmp_path / "r.jsonl"), "--model",
+                       str(shipped_model), "--broker", server.url, "--chunk-size", "4")
+        assert run.returncode == 0, run.stderr
+        assert " received" not in foreign.logfile.read_text()
+    assert (tmp_path / "r.jsonl").read_text().count("\n") == 64

@@ -7,9 +7,12 @@ import csv
 import json
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.client import Drain, Submission, connect, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
@@ -38,13 +41,45 @@ class ScanSummary:
         return self.correct / self.labelled if self.labelled else None
 
 
-def label_of(source: str) -> int | None:
+def folder_label(source: str) -> int | None:
     """The true digit, when the file sits in a folder named 0-9 (as `digitscan data --png`)."""
     parent = Path(source.rsplit(":", 1)[-1]).parent.name
     return int(parent) if len(parent) == 1 and parent.isdigit() else None
 
 
-def score(out: Path) -> tuple[int, int, int, int, int]:
+def load_labels(spec: str | None) -> Callable[[str], int | None] | None:
+    """What ``--labels`` asks for: None (no accuracy is claimed), ``folders`` (the parent
+    folder's name, 0-9), or a file of true digits: JSON ``{"source": digit}`` or CSV with
+    ``source,digit`` columns, matched by the source as given or by its file name."""
+    if spec is None:
+        return None
+    if spec == "folders":
+        return folder_label
+    path = Path(spec)
+    try:
+        if path.suffix == ".json":
+            table = {str(k): v for k, v in json.loads(path.read_text()).items()}
+        elif path.suffix == ".csv":
+            with open(path, newline="") as f:
+                table = {row["source"]: row["digit"] for row in csv.DictReader(f)}
+        else:
+            raise ConfigError(f"--labels {spec}: give `folders`, a .json or a .csv file.")
+        table = {k: int(v) for k, v in table.items()}
+    except OSError as exc:
+        raise ConfigError(f"--labels {spec}: {exc.strerror or exc}.") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--labels {spec}: not a table of source -> digit ({exc}); JSON "
+                          '{"scans/a.png": 7} or CSV with source,digit columns.') from None
+
+    def lookup(source: str) -> int | None:
+        found = table.get(source)
+        return table.get(Path(source.rsplit(":", 1)[-1]).name) if found is None else found
+
+    return lookup
+
+
+def score(out: Path, label_of: Callable[[str], int | None] | None
+          ) -> tuple[int, int, int, int, int]:
     """(errors, review, not digits, labelled, correct) from a results file."""
     errors = review = not_digits = labelled = correct = 0
     with open(out) as f:
@@ -56,7 +91,7 @@ def score(out: Path) -> tuple[int, int, int, int, int]:
                 errors += 1
                 not_digits += row["error"].startswith("not a digit")
             review += row["review"] in (True, "True")
-            label = label_of(row["source"])
+            label = label_of(row["source"]) if label_of else None
             if label is not None:
                 labelled += 1
                 correct += str(row["digit"]) == str(label)
@@ -65,9 +100,10 @@ def score(out: Path) -> tuple[int, int, int, int, int]:
 
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
          broker: str | None = None, options: SubmitOptions = SubmitOptions(),
-         progress: bool = True) -> ScanSummary:
+         progress: bool = True, labels: str | None = None) -> ScanSummary:
     # Fail before starting anything if the output, inputs, model or provider is not usable.
     check_results_path(out)
+    label_of = load_labels(labels)
     check_inputs(inputs)
     verify_model_file(settings.model)
     resolve_providers(settings.provider)
@@ -76,8 +112,10 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         if broker is None:
             server = stack.enter_context(EmbeddedRedis(tmp / "redis"))
             broker = server.url
+        # A queue of its own: on a shared broker, other workers (other models) on the
+        # default queue must not answer this scan's chunks.
         settings = replace(settings, broker_url=broker, result_backend="",
-                           concurrency=workers)
+                           concurrency=workers, queue=f"digitscan-scan-{uuid.uuid4().hex[:12]}")
         store = connect(settings)
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
         pool.wait_ready()
@@ -89,7 +127,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
              submission=job, drain=drain)
         seconds = time.perf_counter() - t0
         count = drain.write(out)
-    errors, review, not_digits, labelled, correct = score(Path(out))
+    errors, review, not_digits, labelled, correct = score(Path(out), label_of)
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
                        images_per_s=count / seconds if seconds else 0.0, review=review,
                        not_digits=not_digits, labelled=labelled, correct=correct, out=out)
