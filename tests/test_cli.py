@@ -30,6 +30,25 @@ def run(*args):
     (["status", "0" * 32, "--broker", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
     (["scan", "README.md", "--out", "r.jsonl", "--chunk-size", "0"], "--chunk-size must be >= 1, got 0"),
     (["export", "c.pt", "--out", "x.onnx", "--opset", "14"], "14 is not in the range 18<=x<=23"),
+    # Outputs that cannot be written are refused before any work, not after it.
+    (["scan", "README.md", "--model", "models/digits.onnx", "--out", "README.md/r.jsonl"],
+     "--out README.md: a file is in the way"),
+    (["scan", "README.md", "--model", "models/digits.onnx", "--out", "docs"],
+     "--out docs must end in .jsonl or .csv"),
+    (["results", "0" * 32, "--out", "README.md/r.csv"], "--out README.md: a file is in the way"),
+    (["train", "--epochs", "1", "--out", "README.md/run"],
+     "--out README.md/run: cannot create the folder (Not a directory)"),
+    (["data", "--root", "README.md/data"], "--root README.md/data: cannot create the folder"),
+    (["data", "--png", "README.md/png"], "--png README.md/png: cannot create the folder"),
+    (["status", "0" * 32, "--broker", "localhost:6379"],
+     "broker URL 'localhost:6379' is not a Redis URL; write redis://HOST:PORT/DB"),
+    (["submit", "README.md", "--broker", "redis://host:notaport/0"],
+     "broker URL 'redis://host:notaport/0': the port is not a number"),
+    (["validate", "models/digits.pt", "missing.onnx"], "model missing.onnx does not exist"),
+    (["validate", "models/digits.pt", "README.md"], "onnxruntime cannot load README.md"),
+    (["evaluate", "models/digits.onnx"],
+     "models/digits.onnx is an ONNX model, not a PyTorch checkpoint"),
+    (["evaluate", "README.md"], "README.md is not a readable PyTorch checkpoint"),
 ])
 def test_expected_failures_are_one_clear_line(args, message):
     result = run(*args)
@@ -85,3 +104,31 @@ def test_a_missing_extra_is_named_with_the_install_command(blocked, command, ext
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert f"pip install 'digitscan[{extra}]'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_broker_variable_is_one_line_for_the_worker_too():
+    """As DIGITSCAN_BROKER_URL, `localhost:6379` used to reach Celery and fail with "No
+    module named 'localhost'"."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "digitscan.cli", "worker"], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT,
+                            env={**os.environ, "DIGITSCAN_BROKER_URL": "localhost:6379"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: broker URL 'localhost:6379' is not a Redis URL")
+
+
+def test_a_full_redis_is_one_line(tmp_path):
+    """Redis over its maxmemory (noeviction; a 1-byte cap, so every write is refused) refuses
+    the new job's record: one line that says what to check, not redis-py's traceback. (A
+    Redis that fills up *during* a job is waited out: tests/test_faults.py.)"""
+    import os
+
+    from digitscan.worker.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path / "redis", maxmemory="1") as server:
+        result = subprocess.run([sys.executable, "-m", "digitscan.cli", "submit", "README.md",
+                                 "--broker", server.url], capture_output=True, text=True,
+                                timeout=120, cwd=ROOT, env=dict(os.environ))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: Redis: ") and "not full" in result.stderr

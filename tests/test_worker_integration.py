@@ -154,17 +154,45 @@ def test_malformed_json_message_is_dropped_not_retried(pool, store, digits_dir, 
 def test_worker_refuses_to_start_with_a_tampered_model(redis_server, model_copy, tmp_path):
     model_copy.write_bytes(model_copy.read_bytes() + b"\0")
     settings = Settings(broker_url=redis_server.url, model=str(model_copy), queue="tampered")
+    log = refused_start(settings, tmp_path)
+    assert str(model_copy) in log and "pins" in log
+
+
+def refused_start(settings: Settings, tmp_path: Path) -> str:
+    """Start a worker that must exit on its own with a failure; return its log."""
     workers = LocalWorkers(settings.to_env(), 1, tmp_path / "w.log").start()
     try:
         deadline = time.monotonic() + 60
         while workers.proc.poll() is None:
-            assert time.monotonic() < deadline, "a worker with a tampered model kept running"
+            assert time.monotonic() < deadline, "the worker kept running"
             time.sleep(0.2)
         assert workers.proc.returncode != 0
-        log = workers.logfile.read_text()
-        assert str(model_copy) in log and "pins" in log
+        return workers.logfile.read_text()
     finally:
         workers.stop()
+
+
+def test_worker_refuses_a_model_onnxruntime_cannot_load(redis_server, model_copy, tmp_path):
+    """A file whose sha256 matches its card but that is no model: before, the worker started
+    and every chunk vanished. Now `digitscan worker` says so in one line and a plain
+    `celery -A` worker exits at start-up."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from digitscan.hashing import sha256_file
+
+    model_copy.write_bytes(b"this is not an ONNX model")
+    card = json.loads(model_copy.with_suffix(".json").read_text())
+    card["sha256"] = sha256_file(model_copy)
+    model_copy.with_suffix(".json").write_text(json.dumps(card))
+    settings = Settings(broker_url=redis_server.url, model=str(model_copy), queue="unloadable")
+    cli = subprocess.run([sys.executable, "-m", "digitscan.cli", "worker"], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, **settings.to_env()})
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr
+    assert cli.stderr.startswith(f"error: onnxruntime cannot load {model_copy}")
+    assert "onnxruntime cannot load" in refused_start(settings, tmp_path)
 
 
 def test_hostile_corpus_leaves_workers_alive_and_small(pool, store, mnist, tmp_path):

@@ -41,10 +41,16 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; train one with `digitscan train`.")
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX model, not a PyTorch checkpoint: give the .pt "
+                              "that `digitscan train` wrote (`digitscan validate CKPT MODEL.onnx` "
+                              "checks an exported model).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc}).") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason}); give "
+                              "the .pt that `digitscan train` wrote.") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(

@@ -41,10 +41,11 @@ class VerifyModel(bootsteps.StartStopStep):
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
         from digitscan.modelcard import verify_model_file
-        from digitscan.worker.model import resolve_providers
+        from digitscan.worker.model import check_loadable, resolve_providers
 
         settings: Settings = worker.app.conf.digitscan_settings
         card = verify_model_file(settings.model)
+        check_loadable(settings.model)
         resolve_providers(settings.provider)
         task = worker.app.tasks[TASK_NAME]
         task.pool_processes = worker.concurrency

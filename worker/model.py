@@ -38,6 +38,26 @@ def resolve_providers(choice: str, available: list[str] | None = None) -> list[s
     return [PROVIDERS[choice]] + ([PROVIDERS["cpu"]] if choice == "cuda" else [])
 
 
+def check_loadable(path: str | Path) -> None:
+    """Refuse a model onnxruntime cannot load (a file that matches its card but is not a
+    model, or needs newer operators than this onnxruntime has), before a worker takes work:
+    otherwise every pool process fails to start its session and chunks vanish. Loaded in a
+    short child process, so the worker's parent never holds onnxruntime (or CUDA) state
+    across its fork."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxruntime as ort\n"
+            "ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise ModelError(f"onnxruntime cannot load {path} ({reason}); re-export it with "
+                         "`digitscan export` or use an onnxruntime that supports it.")
+
+
 def cores() -> int:
     """CPU cores this process may use (respects affinity masks and container CPU sets)."""
     if hasattr(os, "sched_getaffinity"):

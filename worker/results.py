@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from digitscan.errors import ConfigError
-from digitscan.files import replacing
+from digitscan.files import replacing, writable_folder
 
 RESULT_FIELDS = ("job", "source", "digit", "confidence", "review", "error", "model")
 
@@ -59,6 +59,10 @@ def check_results_path(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix not in WRITERS:
         raise ConfigError(f"--out {out} must end in {' or '.join(WRITERS)}.")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name ending in "
+                          f"{' or '.join(WRITERS)}.")
+    writable_folder(out.parent, "--out")
     return out
 
 

@@ -98,6 +98,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_device(self.provider, "provider")
+        check_redis_url(self.broker_url, "broker URL")
+        if self.result_backend:
+            check_redis_url(self.result_backend, "result backend URL")
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 f"visibility_timeout ({self.visibility_timeout} s) must be longer than "
@@ -153,6 +156,23 @@ class Settings:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
 
+def check_redis_url(url: str, what: str) -> None:
+    """A URL that redis-py, kombu and Celery will all take, or a one-line ConfigError (a bare
+    ``localhost:6379`` would otherwise become "No module named 'localhost'" in Celery)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{what} {redact(url)!r} is not a Redis URL; write "
+                          "redis://HOST:PORT/DB (rediss:// for TLS), e.g. redis://localhost:6379/0 "
+                          f"(set by --broker or {ENV_PREFIX}BROKER_URL / {ENV_PREFIX}RESULT_BACKEND).")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{what} {redact(url)!r}: the port is not a number; write "
+                          "redis://HOST:PORT/DB, e.g. redis://localhost:6379/0.") from None
+
+
 def redact(url: str) -> str:
     """A Redis URL without its password, for logs and messages."""
     from urllib.parse import urlsplit, urlunsplit
@@ -161,6 +181,5 @@ def redact(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host_port = parts.netloc.rsplit("@", 1)[-1]  # as written, even with a port that is no number
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host_port}"))
