@@ -239,7 +239,7 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 @click.option("--provider", type=click.Choice(DEVICES), default=None,
               help="onnxruntime execution provider (default: auto = CUDA if offered, else CPU).")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or "
-                                           "models/digits.onnx); its card must match.")
+                                           "the model shipped with digitscan); its card must match.")
 @click.option("--queue", "-Q", default=None, help="Queue to consume (default: digitscan).")
 @broker_option
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
@@ -407,7 +407,8 @@ def results(job, out, broker) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, help="Results file: .jsonl or .csv.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
-@click.option("--model", default=None, help="ONNX model (default: models/digits.onnx).")
+@click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or the "
+                                           "model shipped with digitscan).")
 @click.option("--provider", type=click.Choice(DEVICES), default=None)
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
               help="Images per task.")

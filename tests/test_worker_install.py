@@ -61,6 +61,10 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     assert top == {"digitscan"}
     for stage, module in (("worker", "tasks"), ("trainer", "train"), ("export", "pipeline")):
         assert f"digitscan/{stage}/{module}.py" in names
+    # The shipped model and its card, and not the 9 MB checkpoint or the int8 variant.
+    models = sorted(n for n in names if n.startswith("digitscan/models/"))
+    assert models == ["digitscan/models/__init__.py", "digitscan/models/digits.json",
+                      "digitscan/models/digits.onnx"]
 
 
 def test_celery_finds_the_app_by_its_namespaced_name(tmp_path):
@@ -101,9 +105,12 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
 
     write_test_pngs(mnist, tmp_path / "png", limit=100)
     out = tmp_path / "r.jsonl"
+    # No --model, from a folder with no models/: the model comes with the package.
     result = subprocess.run([str(venv / "bin" / "digitscan"), "scan", str(tmp_path / "png"),
-                             "--out", str(out), "--model", str(shipped_model), "--workers", "1"],
+                             "--out", str(out), "--workers", "1"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 100 and sum(r["digit"] is not None for r in rows) == 100
+    shipped_sha = json.loads(shipped_model.with_suffix(".json").read_text())["sha256"]
+    assert {r["model"] for r in rows} == {shipped_sha}

@@ -62,12 +62,20 @@ class SubmitOptions:
                               f"{self.review_below}.")
 
 
+def default_model() -> str:
+    """The model shipped with the package (models/digits.onnx in a checkout, installed as
+    package data), so a worker or a scan needs no --model in any folder."""
+    from importlib.resources import files
+
+    return str(files("digitscan.models") / "digits.onnx")
+
+
 @dataclass(frozen=True)
 class Settings:
     broker_url: str = "redis://localhost:6379/0"
     # Where per-image results live; defaults to the broker's Redis.
     result_backend: str = ""
-    model: str = "models/digits.onnx"
+    model: str = ""  # empty: the model shipped in the package (default_model())
     provider: str = "auto"  # auto | cpu | cuda
     queue: str = "digitscan"
     # onnxruntime intra-op threads per process; 0 = cores // concurrency.
@@ -97,6 +105,8 @@ class Settings:
     tls_ca: str = ""
 
     def __post_init__(self) -> None:
+        if not self.model:  # frozen, so set once here: children get the resolved path
+            object.__setattr__(self, "model", default_model())
         check_device(self.provider, "provider")
         check_redis_url(self.broker_url, "broker URL")
         if self.result_backend:
