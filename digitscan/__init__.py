@@ -12,3 +12,13 @@ contract and card reader, file and device helpers.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from digitscan import Client` without importing Redis or Celery for every other use
+    # of the package (the trainer, the CLI's --help).
+    if name == "Client":
+        from digitscan.worker.api import Client
+
+        return Client
+    raise AttributeError(f"module 'digitscan' has no attribute {name!r}")

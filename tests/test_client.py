@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digitscan.worker.client import Chunker, _clock, job_row, status_line
+from digitscan.worker.client import Chunker, _clock, found_in, job_row, status_line
 from digitscan.worker.inputs import find_entries
 from digitscan.worker.settings import SubmitOptions
 
@@ -35,14 +35,15 @@ def test_chunker_splits_by_count_and_bytes_and_keeps_unreadable_items_as_errors(
     for i in range(5):
         (tmp_path / f"{i}.png").write_bytes(b"x" * 10)
     (tmp_path / "5-big.png").write_bytes(b"x" * 200)
-    chunker = Chunker(find_entries([str(tmp_path)]), "c" * 32, 100,
-                      SubmitOptions(chunk_size=10, max_chunk_bytes=25))
+    def found():
+        return found_in(find_entries([str(tmp_path)]), 100, False)
+
+    chunker = Chunker(found(), "c" * 32, SubmitOptions(chunk_size=10, max_chunk_bytes=25))
     chunks = list(chunker)
     assert [[i.index for i in c.items] for c in chunks] == [[0, 1, 2], [3, 4]]  # 30 B >= 25 B
     assert [c.chunk for c in chunks] == [0, 1]
-    assert list(Chunker(find_entries([str(tmp_path)]), "c" * 32, 100, SubmitOptions(chunk_size=2)))
-    assert [len(c.items) for c in Chunker(find_entries([str(tmp_path)]), "c" * 32, 100,
-                                          SubmitOptions(chunk_size=2))] == [2, 2, 1]
+    assert [len(c.items) for c in Chunker(found(), "c" * 32, SubmitOptions(chunk_size=2))] \
+        == [2, 2, 1]
     assert chunker.total == 6
     assert [(e["index"], e["error"]) for e in chunker.errors] == \
         [(5, "image too large: 200 bytes; the limit is 100")]

@@ -16,7 +16,7 @@ import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 from tqdm import tqdm
 
-from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, JobError
+from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, ImageTooLarge, JobError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
 from digitscan.worker.inputs import Entry, Found, check_inputs, count_items, iter_entries, read_items
@@ -57,21 +57,34 @@ def connect(settings: Settings) -> ResultStore:
     return store
 
 
+def found_in(entries: Iterable[Entry], max_bytes: int, by_reference: bool) -> Iterator[Found]:
+    """Every item of ``entries``, read (or, by reference, located)."""
+    for entry in entries:
+        yield from read_items(entry, max_bytes, by_reference)
+
+
+def found_in_memory(images: Mapping[str, bytes], max_bytes: int) -> Iterator[Found]:
+    """Images the caller already holds (``Client.submit_bytes``), by name."""
+    for name, data in images.items():
+        if len(data) > max_bytes:
+            yield Found(name, error=ImageTooLarge(f"{len(data)} bytes; the limit is {max_bytes}"))
+        else:
+            yield Found(name, data=bytes(data))
+
+
 class Chunker:
-    """Turns inputs into chunks, deterministically: the same entries give the same items in
-    the same order. Items that cannot even be read here become error results in ``errors``
-    (the caller drains it); ``total`` counts every item.
+    """Turns items into chunks, deterministically: the same items give the same chunks.
+    Items that cannot even be read here become error results in ``errors`` (the caller
+    drains it); ``total`` counts every item.
 
     ``fingerprints`` gets one number per item (size and CRC-32 of its bytes, or the file
     size for --by-reference); given ``verify=True`` it is checked instead, and an item that
     changed since the first pass becomes an error result rather than another file's answer.
     """
 
-    def __init__(self, entries: Iterable[Entry], job: str, max_image_bytes: int,
-                 options: SubmitOptions, first_chunk: int = 0,
-                 fingerprints: array | None = None, verify: bool = False):
-        self.entries, self.job, self.max_image_bytes, self.options = \
-            entries, job, max_image_bytes, options
+    def __init__(self, found: Iterable[Found], job: str, options: SubmitOptions,
+                 first_chunk: int = 0, fingerprints: array | None = None, verify: bool = False):
+        self.found, self.job, self.options = found, job, options
         self.first_chunk = first_chunk
         self.fingerprints = array("Q") if fingerprints is None else fingerprints
         self.verify = verify
@@ -90,19 +103,18 @@ class Chunker:
     def __iter__(self) -> Iterator[Chunk]:
         pending: list[Item] = []
         size, chunk_no = 0, self.first_chunk
-        for entry in self.entries:
-            for found in read_items(entry, self.max_image_bytes, self.options.by_reference):
-                found = self._check(found)
-                if found.error:
-                    self.errors.append(error_line(self.job, self.total, found.source, found.error))
-                else:
-                    pending.append(Item(self.total, found.source, data=found.data, path=found.path,
-                                        size=found.size))
-                    size += len(found.data or b"")
-                    if len(pending) >= self.options.chunk_size or size >= self.options.max_chunk_bytes:
-                        yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
-                        pending, size, chunk_no = [], 0, chunk_no + 1
-                self.total += 1
+        for found in self.found:
+            found = self._check(found)
+            if found.error:
+                self.errors.append(error_line(self.job, self.total, found.source, found.error))
+            else:
+                pending.append(Item(self.total, found.source, data=found.data, path=found.path,
+                                    size=found.size))
+                size += len(found.data or b"")
+                if len(pending) >= self.options.chunk_size or size >= self.options.max_chunk_bytes:
+                    yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
+                    pending, size, chunk_no = [], 0, chunk_no + 1
+            self.total += 1
         if pending:
             yield Chunk(self.job, chunk_no, tuple(pending), self.options.review_below)
 
@@ -127,11 +139,20 @@ class Submission:
     """
 
     def __init__(self, store: ResultStore, settings: Settings, options: SubmitOptions,
-                 inputs: list[str]):
-        check_inputs(inputs)
-        # Listed twice, lazily (a count, then the chunks), never held: the client's memory
-        # does not grow with the number of files.
-        self.total = sum(count_items(e) for e in iter_entries(inputs))
+                 inputs: list[str] | None = None, images: Mapping[str, bytes] | None = None):
+        if images is not None:  # already in memory (the Python API's submit_bytes)
+            if options.by_reference:
+                raise ConfigError("images held in memory cannot be sent by reference.")
+            self.total = len(images)
+            self._found = lambda: found_in_memory(images, settings.max_image_bytes)
+            inputs = [f"<{len(images)} images in memory>"]
+        else:
+            check_inputs(inputs)
+            # Listed twice, lazily (a count, then the chunks), never held: the client's
+            # memory does not grow with the number of files.
+            self.total = sum(count_items(e) for e in iter_entries(inputs))
+            self._found = lambda: found_in(iter_entries(inputs), settings.max_image_bytes,
+                                           options.by_reference)
         if self.total == 0:
             raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
         self.store, self.settings, self.options, self.inputs = store, settings, options, inputs
@@ -160,8 +181,8 @@ class Submission:
         self._begin(verify=True)
 
     def _begin(self, verify: bool) -> None:
-        self.chunker = Chunker(iter_entries(self.inputs), self.job, self.settings.max_image_bytes,
-                               self.options, self.next_chunk, self.fingerprints, verify)
+        self.chunker = Chunker(self._found(), self.job, self.options, self.next_chunk,
+                               self.fingerprints, verify)
         self._chunks = iter(self.chunker)
         self._next: Chunk | None = None
         self.finished = False
