@@ -37,6 +37,11 @@ def test_services_and_profiles(compose):
     assert {"redis", "worker", "flower", "train"} <= set(services)
     assert services["train"]["profiles"] == ["train"]
     assert "--appendonly" in services["redis"]["command"]
+    # A host Redis usually holds 6379: the compose one is published elsewhere.
+    assert services["redis"]["ports"] == ["127.0.0.1:16379:6379"]
+    train = services["train"]["command"][2]
+    assert "cp /runs/model/metrics.json /models/" in train and "/models/plots/" in train
+    assert "chown -R --reference=/models" in train and "--quantize" not in train
     command = services["redis"]["command"]
     assert command[command.index("--maxmemory") + 1] == "1gb"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"

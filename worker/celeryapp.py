@@ -9,6 +9,7 @@ onnxruntime (or CUDA) state crosses a fork.
 from __future__ import annotations
 
 import logging
+import signal
 
 import redis
 from celery import Celery, bootsteps, signals
@@ -53,6 +54,10 @@ class VerifyModel(bootsteps.StartStopStep):
                  card["sha256"][:16], worker.concurrency)
 
         def load_model(**_) -> None:
+            from digitscan.worker.embedded import die_with_parent
+
+            # A pool process whose worker is gone has nothing to return results to.
+            die_with_parent(signal.SIGKILL)
             task.classifier  # noqa: B018 - loads and warms up before taking work
 
         signals.worker_process_init.connect(load_model, weak=False)

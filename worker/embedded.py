@@ -43,9 +43,10 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
 
 
 def workers_die_with_parent() -> None:
-    # SIGQUIT, Celery's cold shutdown: a warm one would wait for chunks that are holding
-    # for a Redis that died with the same parent.
-    die_with_parent(signal.SIGQUIT)
+    # SIGKILL: any shutdown, warm or cold, would first wait on chunks holding for a Redis
+    # that died with the same parent, or on restoring messages to it. The pool processes
+    # die with this one in turn (celeryapp: worker_process_init).
+    die_with_parent(signal.SIGKILL)
 
 
 def redis_server_binary() -> str:
