@@ -261,6 +261,13 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
                                     f"--loglevel={loglevel}"])
 
 
+def _skipped_note(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    return (f"; skipped {len(skipped)} hidden files (dot-files, __MACOSX/), e.g. {skipped[0]}; "
+            "name a file to take it anyway")
+
+
 window_option = click.option(
     "--window", type=int, default=DEFAULT_WINDOW, show_default=True, metavar="CHUNKS",
     help="Chunks of the job in flight at once: bounds Redis memory, and how long a job "
@@ -314,7 +321,8 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
             click.echo(f"wrote the {n} results so far to {out}; later ones stay in Redis: "
                        f"`digitscan results {submission.job} --out FILE`", err=True)
         raise
-    click.echo(f"submitted {submission.total} images in {submission.next_chunk} chunks", err=True)
+    click.echo(f"submitted {submission.total} images in {submission.next_chunk} chunks"
+               + _skipped_note(submission.skipped), err=True)
     if wait_:
         click.echo(client.status_line(info), err=True)
         if drain is not None:
@@ -435,7 +443,7 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, wind
     click.echo(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
                f"({summary.not_digits} not a digit), "
                f"{summary.images_per_s:.0f} images/s with {workers} workers{acc}; "
-               f"results in {summary.out}")
+               f"results in {summary.out}" + _skipped_note(summary.skipped))
 
 
 if __name__ == "__main__":

@@ -85,3 +85,34 @@ def test_oversized_plain_file(tmp_path):
     (tmp_path / "big.png").write_bytes(b"x" * 200)
     (got,) = items([str(tmp_path / "big.png")], max_bytes=100)
     assert str(got.error) == "image too large: 200 bytes; the limit is 100"
+
+
+def test_clutter_is_skipped_and_named_and_a_fifo_never_hangs(tmp_path):
+    """What a folder copied from a Mac or a repository holds besides the scans: dot-files,
+    .git/, a zip's __MACOSX/ twins. Left out, and named; a FIFO is an error, not a hang."""
+    import os
+    import zipfile
+
+    from digitscan.worker.inputs import iter_entries
+
+    (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_bytes(b"ref")
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as zf:
+        zf.writestr("b.png", b"png")
+        zf.writestr("__MACOSX/._b.png", b"resource fork")
+        zf.writestr("cells/.hidden.png", b"x")
+    os.mkfifo(tmp_path / "pipe")
+    skipped: list[str] = []
+    entries = list(iter_entries([str(tmp_path)], skipped))
+    assert [e.path.name for e in entries] == ["a.png", "b.zip"]  # no FIFO from a folder walk
+    assert sum(count_items(e, skipped) for e in entries) == 2
+    assert sorted(s.rsplit("/", 1)[-1] for s in skipped) == [
+        ".DS_Store", "._b.png", ".git", ".hidden.png"]
+    assert [f.source.rsplit(":", 1)[-1] for f in read_items(entries[1], 100)] == ["b.png"]
+    # A FIFO named on the command line: one error line, at once.
+    (fifo,) = iter_entries([str(tmp_path / "pipe")])
+    (found,) = read_items(fifo, 100)
+    assert str(found.error) == "unreadable file: not a regular file (a FIFO, socket or device); " \
+        "give image files"

@@ -140,6 +140,7 @@ class Submission:
 
     def __init__(self, store: ResultStore, settings: Settings, options: SubmitOptions,
                  inputs: list[str] | None = None, images: Mapping[str, bytes] | None = None):
+        self.skipped: list[str] = []  # hidden files and __MACOSX/ left out of the job
         if images is not None:  # already in memory (the Python API's submit_bytes)
             if options.by_reference:
                 raise ConfigError("images held in memory cannot be sent by reference.")
@@ -149,8 +150,9 @@ class Submission:
         else:
             check_inputs(inputs)
             # Listed twice, lazily (a count, then the chunks), never held: the client's
-            # memory does not grow with the number of files.
-            self.total = sum(count_items(e) for e in iter_entries(inputs))
+            # memory does not grow with the number of files. Clutter is named in `skipped`.
+            self.total = sum(count_items(e, self.skipped) for e in iter_entries(inputs,
+                                                                                self.skipped))
             self._found = lambda: found_in(iter_entries(inputs), settings.max_image_bytes,
                                            options.by_reference)
         if self.total == 0:

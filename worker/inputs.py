@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -73,23 +74,32 @@ def check_inputs(inputs: list[str]) -> None:
                          ".zip/.tar archives; nothing was submitted.")
 
 
-def iter_entries(inputs: list[str]) -> Iterator[Entry]:
+def is_clutter(name: str) -> bool:
+    """Files nobody means to scan: hidden files and folders (``.DS_Store``, ``.git``) and
+    the ``__MACOSX`` folder macOS adds to zips. Skipped inside folders and archives (a file
+    named on the command line is always taken)."""
+    return any((part.startswith(".") and part not in (".", "..")) or part == "__MACOSX"
+               for part in name.split("/"))
+
+
+def iter_entries(inputs: list[str], skipped: list[str] | None = None) -> Iterator[Entry]:
     """Expand inputs lazily, in the order given; folders recursively, in the order of their
     sorted paths. Memory stays that of the largest single folder, at any job size, and
-    listing twice gives the same order."""
+    listing twice gives the same order. Clutter (``is_clutter``) is left out, and named in
+    ``skipped`` when given."""
     check_inputs(inputs)
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            yield from _walk(path)
+            yield from _walk(path, skipped)
         elif path.exists():
             yield Entry(path, given)
         else:
             for match in sorted(glob.glob(given, recursive=True)):
-                yield from iter_entries([match])
+                yield from iter_entries([match], skipped)
 
 
-def _walk(folder: Path) -> Iterator[Entry]:
+def _walk(folder: Path, skipped: list[str] | None) -> Iterator[Entry]:
     # Name by name, folders expanded in place: the order of sorted(folder.rglob("*")).
     try:
         names = sorted(os.listdir(folder))
@@ -97,9 +107,12 @@ def _walk(folder: Path) -> Iterator[Entry]:
         return
     for name in names:
         child = folder / name
-        if child.is_dir():
-            yield from _walk(child)
-        elif child.is_file():
+        if is_clutter(name):
+            if skipped is not None:
+                skipped.append(str(child))
+        elif child.is_dir():
+            yield from _walk(child, skipped)
+        elif child.is_file():  # never a FIFO, socket or device: reading one could hang
             yield Entry(child, str(child))
 
 
@@ -109,21 +122,28 @@ def find_entries(inputs: list[str]) -> list[Entry]:
 
 
 def _zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    return [m for m in zf.infolist() if not m.is_dir()]
+    return [m for m in zf.infolist() if not m.is_dir() and not is_clutter(m.filename)]
 
 
 def _tar_members(tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
     # Regular files only: links and devices never point the worker at other files.
-    return [m for m in tf.getmembers() if m.isfile()]
+    return [m for m in tf.getmembers() if m.isfile() and not is_clutter(m.name)]
 
 
-def count_items(entry: Entry) -> int:
+def count_items(entry: Entry, skipped: list[str] | None = None) -> int:
+    """How many items ``read_items`` yields for ``entry``; archive clutter goes to ``skipped``."""
     try:
         if entry.kind == "zip":
             with zipfile.ZipFile(entry.path) as zf:
+                if skipped is not None:
+                    skipped.extend(f"{entry.source}:{m.filename}" for m in zf.infolist()
+                                   if not m.is_dir() and is_clutter(m.filename))
                 return len(_zip_members(zf)) or 1
         if entry.kind == "tar":
             with tarfile.open(entry.path, "r:*") as tf:
+                if skipped is not None:
+                    skipped.extend(f"{entry.source}:{m.name}" for m in tf.getmembers()
+                                   if m.isfile() and is_clutter(m.name))
                 return len(_tar_members(tf)) or 1
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
         pass  # a broken archive is one item: its error result
@@ -148,7 +168,11 @@ def _too_large(size: int, max_bytes: int) -> ImageTooLarge:
 
 def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
     try:
-        size = entry.path.stat().st_size
+        st = entry.path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read for ever
+            return Found(entry.source, error=UnreadableImage(
+                "not a regular file (a FIFO, socket or device); give image files"))
+        size = st.st_size
         if size > max_bytes:
             return Found(entry.source, error=_too_large(size, max_bytes))
         if by_reference:

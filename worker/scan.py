@@ -35,6 +35,7 @@ class ScanSummary:
     labelled: int
     correct: int
     out: str
+    skipped: list[str]  # hidden files and __MACOSX/ members left out
 
     @property
     def accuracy(self) -> float | None:
@@ -130,4 +131,5 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
     errors, review, not_digits, labelled, correct = score(Path(out), label_of)
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
                        images_per_s=count / seconds if seconds else 0.0, review=review,
-                       not_digits=not_digits, labelled=labelled, correct=correct, out=out)
+                       not_digits=not_digits, labelled=labelled, correct=correct, out=out,
+                       skipped=job.skipped)
