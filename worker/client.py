@@ -163,7 +163,6 @@ class Submission:
         self.fingerprints: array = array("Q")
         self.next_chunk = 0
         self.finished = False
-        self._full_since: float | None = None
 
     def _meta(self) -> dict:
         return {"inputs": [_absolute(i) for i in self.inputs], "options": asdict(self.options),
@@ -228,8 +227,9 @@ class Submission:
 
 
 def _absolute(given: str) -> str:
-    """An input as recorded with its job: local paths made absolute (URLs kept)."""
-    return given if "://" in given else os.path.abspath(given)
+    """An input as recorded with its job: local paths made absolute (URLs and the
+    "<N images in memory>" of the Python API kept as they are)."""
+    return given if "://" in given or given.startswith("<") else os.path.abspath(given)
 
 
 def publish(app, settings: Settings, chunk: Chunk) -> None:
