@@ -72,6 +72,18 @@ def assert_exactly_once(store: ResultStore, job: str, total: int) -> dict:
     return info
 
 
+def finish_with_a_new_pool(server: EmbeddedRedis, settings: Settings, store: ResultStore,
+                           job: str, log: Path) -> None:
+    """Start a pool, let it finish ``job``, stop it; every image once, no chunk run twice."""
+    pool = start_pool(settings, log)
+    try:
+        wait(store, job, progress=False, timeout=120, check=pool.check)
+    finally:
+        pool.stop()
+    assert_exactly_once(store, job, N_IMAGES)
+    assert set(attempts(server, job).values()) == {1}  # no chunk ran twice
+
+
 def wait_for_log(pool: LocalWorkers, text: str, times: int = 1, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while pool.logfile.read_text(errors="replace").count(text) < times:
@@ -150,13 +162,7 @@ def test_warm_shutdown_mid_job_then_restart_runs_nothing_twice(tmp_path, files, 
         first.stop()  # SIGTERM: running chunks finish, the rest stay queued
         partial = store.info(job.job)["done"]
         assert 0 < partial < N_IMAGES
-        second = start_pool(settings, tmp_path / "w2.log")
-        try:
-            wait(store, job.job, progress=False, timeout=120, check=second.check)
-        finally:
-            second.stop()
-        assert_exactly_once(store, job.job, N_IMAGES)
-        assert set(attempts(server, job.job).values()) == {1}  # no chunk ran twice
+        finish_with_a_new_pool(server, settings, store, job.job, tmp_path / "w2.log")
 
 
 @pytest.mark.parametrize("appendonly", [True, False], ids=["aof", "no-persistence"])
@@ -316,13 +322,7 @@ def test_status_repair_re_sends_what_was_submitted(tmp_path, files, shipped_mode
         assert out.returncode == 0, out.stderr
         assert f"re-sent {N_IMAGES // CHUNK} lost chunks" in out.stdout
         assert client.llen(settings.queue) == N_IMAGES // CHUNK
-        pool = start_pool(settings, tmp_path / "w.log")
-        try:
-            wait(store, job.job, progress=False, timeout=120, check=pool.check)
-        finally:
-            pool.stop()
-        assert_exactly_once(store, job.job, N_IMAGES)
-        assert set(attempts(server, job.job).values()) == {1}
+        finish_with_a_new_pool(server, settings, store, job.job, tmp_path / "w.log")
         rows = list(store.iter_results(job.job, N_IMAGES))
         assert [r["source"] for r in rows] == [f"in/{i:04d}.png" for i in range(N_IMAGES)]
         right = sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows))
@@ -376,13 +376,7 @@ def test_waiting_with_no_worker_running_never_duplicates_the_backlog(tmp_path, f
             wait(store, job.job, progress=False, timeout=5, reconciler=reconciler, poll_s=0.2)
         assert reconciler.resent == 0
         assert queued(redis.Redis.from_url(server.url), settings.queue) == N_IMAGES // CHUNK
-        pool = start_pool(settings, tmp_path / "w.log")
-        try:
-            wait(store, job.job, progress=False, timeout=120, check=pool.check)
-        finally:
-            pool.stop()
-        assert_exactly_once(store, job.job, N_IMAGES)
-        assert set(attempts(server, job.job).values()) == {1}
+        finish_with_a_new_pool(server, settings, store, job.job, tmp_path / "w.log")
 
 
 def test_a_small_job_behind_a_big_one_waits_for_one_window_not_the_whole_job(

@@ -4,7 +4,6 @@ Real Redis, real worker processes."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import uuid
 
 import pytest
 import redis
-from PIL import Image
 
 from digitscan.worker.embedded import EmbeddedRedis
 from digitscan.worker.settings import Settings
@@ -30,12 +28,10 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_submit_jobs_cancel_results_delete(tmp_path, mnist, shipped_model):
+    from digitscan.trainer.pngs import write_test_pngs
+
     folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(80):
-        buf = io.BytesIO()
-        Image.fromarray(255 - mnist.test_images[i]).save(buf, "PNG")
-        (folder / f"{i:03d}.png").write_bytes(buf.getvalue())
+    write_test_pngs(mnist, folder, limit=80)
     with EmbeddedRedis(tmp_path / "redis") as server:
         settings = Settings(broker_url=server.url, model=str(shipped_model), concurrency=2,
                             queue=f"q-{uuid.uuid4().hex[:6]}")

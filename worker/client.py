@@ -28,7 +28,7 @@ from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, I
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
 from digitscan.worker.inputs import Entry, Found, check_inputs, count_items, iter_entries, read_items
-from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.messages import Chunk, Item, task_id
 from digitscan.worker.results import error_line, write_result_file
 from digitscan.worker.settings import Settings, SubmitOptions, redact
 from digitscan.worker.store import TRANSIENT, ResultStore
@@ -203,8 +203,9 @@ class Submission:
                     self._finish()
                     break
             chunk = self._next
-            in_flight = self.store.add_pending(self.job, chunk.chunk, chunk.to_message())
-            publish(self.app, self.settings, chunk)
+            message = chunk.to_message()  # once: it base64-encodes every image of the chunk
+            in_flight = self.store.add_pending(self.job, chunk.chunk, message)
+            publish(self.app, self.settings.queue, message)
             self._next, self.next_chunk, sent = None, chunk.chunk + 1, sent + 1
             self._drain_errors()
         return sent
@@ -232,8 +233,10 @@ def _absolute(given: str) -> str:
     return given if "://" in given or given.startswith("<") else os.path.abspath(given)
 
 
-def publish(app, settings: Settings, chunk: Chunk) -> None:
-    app.send_task(TASK_NAME, args=[chunk.to_message()], task_id=chunk.task_id, queue=settings.queue)
+def publish(app, queue: str, message: dict) -> None:
+    """Send one chunk's message; its task id is ``job:chunk``, whoever sends it."""
+    app.send_task(TASK_NAME, args=[message], queue=queue,
+                  task_id=task_id(message["job"], message["chunk"]))
 
 
 def submit(inputs: list[str], settings: Settings, options: SubmitOptions = SubmitOptions(),

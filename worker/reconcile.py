@@ -23,7 +23,7 @@ import redis
 
 from digitscan.errors import DeadLettered
 from digitscan.worker.broker import live_task_ids
-from digitscan.worker.celeryconfig import TASK_NAME
+from digitscan.worker.client import publish
 from digitscan.worker.messages import task_id
 from digitscan.worker.results import error_line
 from digitscan.worker.settings import Settings
@@ -32,11 +32,6 @@ from digitscan.worker.store import ResultStore, job_key
 log = logging.getLogger(__name__)
 PASS_KEY = "digitscan:reconcile"  # held by the worker whose timer runs this pass
 CONFIRM_S = 1.0  # a chunk must be missing from the broker twice, this far apart
-
-
-def publish_message(app, queue: str, message: dict) -> None:
-    app.send_task(TASK_NAME, args=[message], queue=queue,
-                  task_id=task_id(message["job"], message["chunk"]))
 
 
 def missing_chunks(store: ResultStore, broker: redis.Redis, queue: str, job: str) -> list[int]:
@@ -77,7 +72,7 @@ def resend(store: ResultStore, app, settings: Settings, job: str, queue: str,
             log.error("job %s chunk %d: %s; its images get error results", job, chunk, error)
             given_up.append(chunk)
         else:
-            publish_message(app, queue, message)
+            publish(app, queue, message)
             resent.append(chunk)
     if resent:
         log.warning("job %s: re-sent %d lost chunks: %s", job, len(resent), resent[:20])
