@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -144,7 +145,8 @@ def data(root: str, png_dir: str | None) -> None:
               help="Also train on rendered form cells: boxed and printed digits, and cells that "
                    "hold no digit (default: on for cellnet; needs the fonts, `make fonts`).")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue from this checkpoint.pt with its recipe.")
+              help="Continue from this checkpoint.pt with its recipe (recipe flags that differ "
+                   "are refused; more --epochs only on a constant schedule).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
 def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, cells,
           resume, no_progress) -> None:
@@ -154,9 +156,18 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
     from digitscan.trainer.train import main as train_main
 
     writable_folder(out, "--out")  # now, not after the last epoch
-    config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
-                                  schedule=schedule, seed=seed, data=data_dir, out=out,
-                                  device=device, augment=augment, cells=cells, resume=resume)
+    if resume:
+        from digitscan.trainer.train import resume_config
+
+        ctx = click.get_current_context()
+        given = {name: ctx.params[name] for name in ("arch", "epochs", "batch_size", "lr",
+                                                      "schedule", "seed", "augment", "cells")
+                 if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+        config = resume_config(resume, given, data=data_dir, out=out, device=device)
+    else:
+        config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      schedule=schedule, seed=seed, data=data_dir, out=out,
+                                      device=device, augment=augment, cells=cells)
     metrics = train_main(config, progress=not no_progress)
     click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "
@@ -166,14 +177,19 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
 @main.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
-@click.option("--out", default=None, help="Where the plots go (default: beside the checkpoint).")
+@click.option("--out", default=None,
+              help="Where evaluation.json and the plots go (default: evaluate-NAME/ beside the "
+                   "checkpoint; the training run's own plots are left alone).")
 def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
     """Test-set accuracy of CHECKPOINT, with predictions, confusion and error plots."""
-    from digitscan.trainer.train import evaluate_checkpoint
+    from digitscan.files import writable_folder
+    from digitscan.trainer.train import evaluate_checkpoint, evaluation_folder
 
+    if Path(checkpoint).is_file():  # else evaluate_checkpoint says what is wrong, creating nothing
+        writable_folder(out or evaluation_folder(checkpoint), "--out")
     metrics = evaluate_checkpoint(checkpoint, data_dir, out)
     click.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% "
-               f"({checkpoint}, {metrics['data_source']})")
+               f"({checkpoint}, {metrics['data_source']}); plots in {metrics['out']}/")
 
 
 # ------------------------------------------------------------------ export
@@ -213,8 +229,15 @@ def validate(checkpoint: str, model: str, data_dir: str) -> None:
     from digitscan.export.pipeline import validate_main
 
     report = validate_main(checkpoint, model, data_dir)
-    click.echo(f"parity ok: max |Δ| {report['max_abs_diff']} <= {report['atol']:g}, argmax "
-               f"agreement {100 * report['argmax_agreement']:.2f}% on {report['test_images']} images")
+    agreement = (f"argmax agreement {100 * report['argmax_agreement']:.2f}% on "
+                 f"{report['test_images']:,} test images")
+    if report["variant"] == "int8":
+        click.echo(f"int8 ok: accuracy {100 * report['int8_accuracy']:.2f}% (checkpoint "
+                   f"{100 * report['torch_accuracy']:.2f}%), {agreement}, max |Δ probs| "
+                   f"{report['max_abs_diff_probs']:.2g}")
+    else:
+        diffs = ", ".join(f"{name} {diff:.2g}" for name, diff in report["max_abs_diff"].items())
+        click.echo(f"parity ok: max |Δ| {diffs} (atol {report['atol']:g}), {agreement}")
 
 
 # ------------------------------------------------------------------ worker & jobs

@@ -123,9 +123,18 @@ def measure_populations(onnx_path: Path, mnist, review_below: float) -> dict:
 
 def validate_main(checkpoint: str, model_path: str, data: str,
                   atol: float = ATOL_FOR_VALIDATION) -> dict:
-    """Re-prove parity of an existing ONNX file against a checkpoint (no files written)."""
+    """Re-prove parity of an existing ONNX file against a checkpoint (no files written):
+    to ``atol`` for fp32, by the int8 gate for a quantised file. The report's ``variant``
+    says which."""
+    from digitscan.export.runtime import cpu_session
+    from digitscan.export.validate import model_variant, validate_int8
+
+    variant = model_variant(cpu_session(model_path))  # also: a missing or corrupt file, one line
+    model = load_model(checkpoint)
     mnist = load_mnist(data)
-    report = validate_parity(load_model(checkpoint), model_path, mnist.test_images,
-                             mnist.test_labels, atol)
-    return report.to_dict()
+    if variant == "int8":
+        report = validate_int8(model, model_path, mnist.test_images, mnist.test_labels)
+    else:
+        report = validate_parity(model, model_path, mnist.test_images, mnist.test_labels, atol)
+    return {"variant": variant, **report.to_dict()}
 

@@ -79,6 +79,19 @@ def images_per_second(path: str | Path, images: np.ndarray, batch: int = 64,
     return float(np.median(rates))
 
 
+def int8_gate(fp32_accuracy: float, int8_accuracy: float, argmax_agreement: float) -> list[str]:
+    """What keeps an int8 model from standing in for its fp32 original (empty: nothing).
+    One gate for `export --quantize int8` and for `validate` of an int8 file."""
+    failures = []
+    if fp32_accuracy - int8_accuracy > MAX_ACCURACY_DROP:
+        failures.append(f"accuracy {100 * int8_accuracy:.2f}% vs fp32 "
+                        f"{100 * fp32_accuracy:.2f}% (at most 0.2 points lower allowed)")
+    if argmax_agreement < MIN_ARGMAX_AGREEMENT:
+        failures.append(f"argmax agrees with fp32 on {100 * argmax_agreement:.2f}% of the "
+                        f"test set ({100 * MIN_ARGMAX_AGREEMENT:.1f}% required)")
+    return failures
+
+
 def check_int8(fp32_path: str | Path, int8_path: str | Path, test_images: np.ndarray,
                test_labels: np.ndarray, calibration_images: int) -> QuantReport:
     fp32 = run_onnx(cpu_session(fp32_path), test_images)["logits"].argmax(1)
@@ -91,13 +104,7 @@ def check_int8(fp32_path: str | Path, int8_path: str | Path, test_images: np.nda
         int8_images_per_s=images_per_second(int8_path, test_images),
         calibration_images=calibration_images,
     )
-    failures = []
-    if report.fp32_accuracy - report.int8_accuracy > MAX_ACCURACY_DROP:
-        failures.append(f"accuracy {100 * report.int8_accuracy:.2f}% vs fp32 "
-                        f"{100 * report.fp32_accuracy:.2f}% (at most 0.2 points lower allowed)")
-    if report.argmax_agreement < MIN_ARGMAX_AGREEMENT:
-        failures.append(f"argmax agrees with fp32 on {100 * report.argmax_agreement:.2f}% of the "
-                        f"test set ({100 * MIN_ARGMAX_AGREEMENT:.1f}% required)")
+    failures = int8_gate(report.fp32_accuracy, report.int8_accuracy, report.argmax_agreement)
     if failures:
         raise QuantizationError(f"int8 model {int8_path} rejected: " + "; ".join(failures)
                                 + ". Keep the fp32 model.")

@@ -97,3 +97,42 @@ def validate_parity(model: nn.Module, onnx_path: str | Path, test_images: np.nda
             + "\n".join(f"  - {f}" for f in failures)
         )
     return report
+
+
+def model_variant(session) -> str:
+    """fp32 or int8, as the exporter stamped it into the file's metadata."""
+    return session.get_modelmeta().custom_metadata_map.get("digitscan.variant", "fp32")
+
+
+@dataclass
+class Int8Report:
+    torch_accuracy: float
+    int8_accuracy: float
+    argmax_agreement: float
+    max_abs_diff_probs: float
+    test_images: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def validate_int8(model: nn.Module, onnx_path: str | Path, test_images: np.ndarray,
+                  test_labels: np.ndarray) -> Int8Report:
+    """An int8 file cannot match its checkpoint to 1e-4: hold it to the gate `export
+    --quantize int8` applied (accuracy within 0.2 points, argmax agreement >= 99.5 %),
+    against the checkpoint itself."""
+    from digitscan.export.quantize import int8_gate
+
+    expected = run_torch(model, test_images)
+    actual = run_onnx(cpu_session(onnx_path), test_images)
+    t_pred, q_pred = expected["logits"].argmax(1), actual["logits"].argmax(1)
+    report = Int8Report(torch_accuracy=float((t_pred == test_labels).mean()),
+                        int8_accuracy=float((q_pred == test_labels).mean()),
+                        argmax_agreement=float((t_pred == q_pred).mean()),
+                        max_abs_diff_probs=float(np.max(np.abs(actual["probs"] - expected["probs"]))),
+                        test_images=len(test_images))
+    failures = int8_gate(report.torch_accuracy, report.int8_accuracy, report.argmax_agreement)
+    if failures:
+        raise ParityError(f"int8 model {onnx_path} does not stand in for the checkpoint: "
+                          + "; ".join(failures) + ".")
+    return report

@@ -1,7 +1,9 @@
 """Integration: int8 quantisation with onnxruntime, and the gate that accepts or refuses it."""
 
 import pytest
+from click.testing import CliRunner
 
+from digitscan.cli import main as cli
 from digitscan.errors import QuantizationError
 from digitscan.export.pipeline import ExportConfig, int8_path_for, main
 from digitscan.export.quantize import check_int8
@@ -19,6 +21,16 @@ def test_int8_export_writes_its_own_card(mlp_run, mnist_root, tmp_path):
     assert card["parity"]["against"] == "mlp.onnx"
     assert card["parity"]["argmax_agreement"] >= 0.995
     assert int8_path_for(out).stat().st_size < out.stat().st_size / 2
+
+    # validate accepts what export accepted, by the same gate, and says so in one line
+    runner = CliRunner()
+    ckpt = str(mlp_run / "checkpoint.pt")
+    result = runner.invoke(cli, ["validate", ckpt, str(int8_path_for(out)), "--data", str(mnist_root)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("int8 ok: accuracy ") and "{" not in result.output
+    result = runner.invoke(cli, ["validate", ckpt, str(out), "--data", str(mnist_root)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("parity ok: max |Δ| logits ") and "{" not in result.output
 
 
 def test_the_gate_refuses_a_model_that_answers_differently(mlp_onnx, shipped_model, mnist):

@@ -1,6 +1,7 @@
 """Integration: real training on real MNIST."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -38,22 +39,44 @@ def test_checkpoint_is_one_dict_loadable_with_weights_only(mlp_run):
     assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
 
 
+def train_cli(*args):
+    return CliRunner().invoke(cli, ["-q", "train", "--no-progress", *args])
+
+
+def test_resume_refuses_what_it_would_silently_ignore(mlp_run, mnist_root, tmp_path):
+    ckpt = str(mlp_run / "checkpoint.pt")
+    where = ["--data", str(mnist_root), "--out", str(tmp_path / "out")]
+    cases = [
+        ([], "has finished all 1 epochs of its recipe: nothing to resume"),  # trained nothing, exit 0
+        (["--epochs", "2"], "--epochs 2 differs from"),  # one-cycle: cannot be lengthened
+        (["--arch", "cnn"], "--arch cnn differs from"),  # trained the MLP under a CNN's name
+        (["--lr", "0.5"], "--lr 0.5 differs from"),
+        (["--no-augment", "--epochs", "1"], "has finished all 1 epochs"),  # same as saved: fine
+    ]
+    for flags, message in cases:
+        result = train_cli("--resume", ckpt, *flags, *where)
+        assert result.exit_code == 1, (flags, result.output)
+        assert message in result.output, (flags, result.output)
+        assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
 def test_resume_continues_from_the_next_epoch(mlp_run, mnist_root, tmp_path):
     config = TrainConfig.for_arch("mlp", epochs=1, data=str(mnist_root), out=str(tmp_path))
-    # The saved run had epochs=1; resuming a finished run trains nothing and reports.
-    metrics = main(replace(config, resume=str(mlp_run / "checkpoint.pt")), progress=False)
-    assert len(metrics["epochs"]) == 1
     state = read_checkpoint(mlp_run / "checkpoint.pt")
-    # A one-cycle schedule is fixed to its total steps: lengthening it is a clear error ...
+    # A checkpoint whose one-cycle schedule was edited to more epochs is a clear error ...
     state["config"]["epochs"] = 2
     torch.save(state, tmp_path / "two.pt")
     with pytest.raises(ConfigError, match="laid out for 1; a one-cycle run cannot be lengthened"):
-        main(replace(config, resume=str(tmp_path / "two.pt")), progress=False)
-    # ... while a constant rate can be extended.
-    state["config"]["schedule"] = "constant"
-    torch.save(state, tmp_path / "two.pt")
-    metrics = main(replace(config, resume=str(tmp_path / "two.pt")), progress=False)
+        main(replace(config, epochs=2, resume=str(tmp_path / "two.pt")), progress=False)
+    # ... while a constant rate can be extended, from the command line too.
+    state["config"]["epochs"], state["config"]["schedule"] = 1, "constant"
+    torch.save(state, tmp_path / "one.pt")
+    result = train_cli("--resume", str(tmp_path / "one.pt"), "--epochs", "2", "--data",
+                       str(mnist_root), "--out", str(tmp_path / "more"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "more" / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert read_checkpoint(tmp_path / "more" / "checkpoint.pt")["epoch"] == 1
     assert metrics["test_accuracy"] >= 0.95
 
 
@@ -72,6 +95,17 @@ def test_evaluate_writes_accuracy_and_plots(mlp_run, mnist_root, tmp_path):
     saved = json.loads((mlp_run / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(saved["test_accuracy"], abs=1e-6)
     assert (tmp_path / "confusion.png").exists() and (tmp_path / "evaluation.json").exists()
+
+
+def test_evaluate_leaves_the_training_runs_plots_alone(mlp_run, mnist_root, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = CliRunner().invoke(cli, ["evaluate", str(run / "checkpoint.pt"), "--data", str(mnist_root)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert (run / "evaluate-checkpoint" / "confusion.png").exists()
+    assert "plots in " + str(run / "evaluate-checkpoint") in result.output
 
 
 def test_bare_state_dict_is_refused_with_a_clear_error(tmp_path):

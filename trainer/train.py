@@ -49,12 +49,41 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
     )
 
 
-def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict]:
-    """A resumed run continues the checkpoint's recipe; only where it runs may change."""
-    state = read_checkpoint(config.resume)
-    saved = TrainConfig(**{"cells": False, **state["config"], "resume": config.resume,
-                           "data": config.data, "out": config.out, "device": config.device})
-    return saved, state
+# The flags that make a run's recipe. On --resume they come from the checkpoint.
+RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells")
+
+
+def resume_config(checkpoint: str | Path, requested: dict, **where) -> TrainConfig:
+    """The config that continues ``checkpoint``: its own recipe, run ``where`` (data, out,
+    device) says. A recipe flag in ``requested`` that differs from the checkpoint's is refused,
+    since continuing would silently ignore it; the one change a resumed run can honour is
+    more --epochs on a constant schedule. A run with no epochs left is refused too."""
+    state = read_checkpoint(checkpoint)
+    saved = {"cells": False, **state["config"]}
+    done = state["epoch"] + 1
+    for name, value in requested.items():
+        if name not in RECIPE or value == saved.get(name):
+            continue
+        if name == "epochs" and saved.get("schedule") == "constant" and value > done:
+            continue
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(
+            f"{flag} {value} differs from {checkpoint}'s recipe ({saved.get(name)}): --resume "
+            f"continues a run as it was started. Drop {flag}, or train anew without --resume.")
+    config = TrainConfig(**{**saved, **requested, **where, "resume": str(checkpoint)})
+    check_resumable(config, state)
+    return config
+
+
+def check_resumable(config: TrainConfig, state: dict) -> None:
+    done = state["epoch"] + 1
+    if state["arch"] != config.arch:
+        raise ConfigError(f"{config.resume} holds a {state['arch']} model, not {config.arch}; "
+                          "resume it with its own recipe (`digitscan train --resume CKPT`).")
+    if done >= config.epochs:
+        raise ConfigError(
+            f"{config.resume} has finished all {done} epochs of its recipe: nothing to resume. "
+            f"Evaluate it with `digitscan evaluate {config.resume}`, or train anew.")
 
 
 # Form cells mixed into training (cellnet): as many of each kind as a quarter of MNIST,
@@ -128,7 +157,8 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
     """Train per ``config``; return the metrics dict also written to ``out/metrics.json``."""
     state = None
     if config.resume:
-        config, state = resume_config(config)
+        state = read_checkpoint(config.resume)
+        check_resumable(config, state)
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     out = Path(config.out)
@@ -186,10 +216,6 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         save_checkpoint(out / "checkpoint.pt", model=model, optimizer=optimizer,
                         lr_scheduler=scheduler, epoch=epoch, config=config.to_dict(),
                         metrics=metrics, arch=config.arch, model_args=config.model_args)
-    if result is None:  # resumed a finished run: nothing to train, just report
-        result = evaluate(model, test_x, test_y)
-        metrics = {**state["metrics"],
-                   **build_metrics(config, model, result, test_y, history, wall, mnist.source, device)}
     write_outputs(out, mnist, result, metrics, history)
     return metrics
 
@@ -211,16 +237,23 @@ def build_metrics(config, model, result, test_y, history, wall, source, device) 
     }
 
 
+def evaluation_folder(checkpoint: str | Path) -> Path:
+    """Where ``evaluate`` writes by default: a folder of its own beside the checkpoint, so the
+    training run's plots and metrics.json stay as training wrote them."""
+    return Path(checkpoint).parent / f"evaluate-{Path(checkpoint).stem}"
+
+
 def evaluate_checkpoint(path: str | Path, data: str | Path, out: str | Path | None = None) -> dict:
-    """Accuracy of a checkpoint on the MNIST test set; writes the plots to ``out``."""
+    """Accuracy of a checkpoint on the MNIST test set; writes evaluation.json and the plots
+    to ``out`` (default ``evaluation_folder(path)``)."""
     model = load_model(path)
     mnist = load_mnist(data)
     test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, torch.device("cpu"))
     result = evaluate(model, test_x, test_y)
-    out = Path(out) if out else Path(path).parent
+    out = Path(out) if out else evaluation_folder(path)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"checkpoint": str(path), "test_accuracy": result.accuracy, "test_loss": result.loss,
                "per_class_accuracy": result.per_class_accuracy(test_y), "data_source": mnist.source}
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots.write_all(out, mnist.test_images, result.predictions.numpy(), mnist.test_labels, None)
-    return metrics
+    return {**metrics, "out": str(out)}
