@@ -13,7 +13,10 @@ COPY worker ./worker
 COPY docker ./docker
 
 FROM base AS worker
-RUN pip install '.[worker]' && python docker/worker-only.py \
+# Workers that read inputs by reference from object storage (s3://, gs://) need the storage
+# extra too: docker build --build-arg WORKER_EXTRAS=worker,storage --target worker .
+ARG WORKER_EXTRAS=worker
+RUN pip install ".[${WORKER_EXTRAS}]" && python docker/worker-only.py \
     && useradd --uid 1000 --no-create-home digitscan
 USER digitscan
 ENV DIGITSCAN_MODEL=/models/digits.onnx

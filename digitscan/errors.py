@@ -76,6 +76,11 @@ class InputError(DigitscanError):
     pass
 
 
+class StorageUnreachable(InputError):
+    """Object storage behind a URL cannot be used from here (no endpoint, no credentials,
+    its fsspec backend not installed): not the object's fault."""
+
+
 class BrokerError(DigitscanError):
     pass
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -103,3 +110,77 @@ def redis_url(redis_server) -> str:
 
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
+
+
+# ------------------------------------------------------------------ object storage
+
+def png(image) -> bytes:
+    """An MNIST digit as a user's PNG: dark ink on white."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(255 - image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def serve(args: list[str], url: str, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a server process and return once ``url`` answers."""
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return proc
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error status: the server is up
+                return proc
+            assert proc.poll() is None and time.monotonic() < deadline, f"{args[2]} did not start"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server in a process of its own, on a free loopback port."""
+    from digitscan.worker.embedded import free_port
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = serve([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                 endpoint + "/")
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def s3(s3_endpoint, monkeypatch, mnist):
+    """AWS's standard variables pointing at the server (as a user sets them), and a bucket
+    holding 40 MNIST test digits under cells/<label>/, with what buckets also hold: a
+    macOS .DS_Store, a rejects/ prefix, a notes file, and a zip of 10 more digits."""
+    import boto3
+
+    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "digitscan",
+           "AWS_SECRET_ACCESS_KEY": "digitscan", "AWS_DEFAULT_REGION": "us-east-1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"scans-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    for i in range(40):
+        s3.put_object(Bucket=bucket, Key=f"cells/{mnist.test_labels[i]}/{i:03d}.png",
+                      Body=png(mnist.test_images[i]))
+    s3.put_object(Bucket=bucket, Key="cells/.DS_Store", Body=b"\0\0\0\1Bud1")
+    s3.put_object(Bucket=bucket, Key="cells/rejects/x.png", Body=png(mnist.test_images[99]))
+    s3.put_object(Bucket=bucket, Key="cells/notes.txt", Body=b"scanned 2026-11-26")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(40, 50):
+            zf.writestr(f"{mnist.test_labels[i]}/{i:03d}.png", png(mnist.test_images[i]))
+    s3.put_object(Bucket=bucket, Key="batch.zip", Body=buf.getvalue())
+    # fsspec keeps filesystems per settings: a fresh one sees this test's variables
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    return {"bucket": bucket, "client": s3, "env": env}
+
+

@@ -30,7 +30,7 @@ def pool(redis_url, shipped_model, tmp_path):
         yield settings
 
 
-def test_the_readme_snippet(pool, mnist, tmp_path, monkeypatch):
+def test_the_readme_snippet(pool, mnist, tmp_path, monkeypatch, s3):
     from digitscan import Client
 
     (tmp_path / "scans").mkdir()
@@ -43,21 +43,24 @@ def test_the_readme_snippet(pool, mnist, tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITSCAN_BROKER_URL", pool.broker_url)
     monkeypatch.setenv("DIGITSCAN_QUEUE", pool.queue)
     client = Client()  # from DIGITSCAN_BROKER_URL
-    job = client.submit([tmp_path / "scans", str(tmp_path / "batch.zip")], chunk_size=8)
+    job = client.submit([tmp_path / "scans", str(tmp_path / "batch.zip"),
+                         f"s3://{s3['bucket']}/cells/0/"], chunk_size=8)  # 5 zeros of the bucket's 40
     job2 = client.submit_bytes({"cheque-17.png": png(mnist.test_images[30]),
                                 "junk.bin": b"not an image"})
     assert job.wait(timeout=120)["complete"] and job2.wait(timeout=120)["complete"]
     rows = list(job.results())
     assert [set(r) for r in rows] == [{"job", "source", "digit", "confidence", "review", "error",
-                                       "model"}] * 30
-    assert sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows)) >= 29
+                                       "model"}] * 35
+    assert sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows[:30])) >= 29
     assert rows[20]["source"].endswith("batch.zip:20.png")
+    assert rows[30]["source"] == f"s3://{s3['bucket']}/cells/0/003.png"
+    assert [r["digit"] for r in rows[30:]] == [0] * 5
     cheque, junk = job2.results()
     assert (cheque["source"], cheque["digit"]) == ("cheque-17.png", mnist.test_labels[30])
     assert junk["error"].startswith("unsupported format")
-    assert job.status()["done"] == 30
+    assert job.status()["done"] == 35
     assert {j["job"] for j in client.jobs()} >= {job.id, job2.id}
-    assert client.job(job.id).status()["total"] == 30
+    assert client.job(job.id).status()["total"] == 35
 
     job2.cancel()
     assert job2.status()["cancelled"] is not None

@@ -64,4 +64,5 @@ def test_the_parser_catches_a_wrong_command():
 def test_worker_image_installs_only_the_worker_extra():
     dockerfile = (ROOT / "Dockerfile").read_text()
     worker_stage = dockerfile.split("AS worker")[1].split("FROM")[0]
-    assert "'.[worker]'" in worker_stage and "torch" not in worker_stage
+    assert "ARG WORKER_EXTRAS=worker\n" in worker_stage and "torch" not in worker_stage
+    assert '".[${WORKER_EXTRAS}]"' in worker_stage

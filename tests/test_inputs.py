@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from digitscan.errors import InputError
-from digitscan.worker.inputs import count_items, find_entries, read_items
+from digitscan.worker.inputs import Selection, Skipped, count_items, find_entries, iter_entries, read_items
 
 
 def items(inputs, max_bytes=1 << 20, by_reference=False):
@@ -104,15 +104,45 @@ def test_clutter_is_skipped_and_named_and_a_fifo_never_hangs(tmp_path):
         zf.writestr("__MACOSX/._b.png", b"resource fork")
         zf.writestr("cells/.hidden.png", b"x")
     os.mkfifo(tmp_path / "pipe")
-    skipped: list[str] = []
+    skipped = Skipped()
     entries = list(iter_entries([str(tmp_path)], skipped))
     assert [e.path.name for e in entries] == ["a.png", "b.zip"]  # no FIFO from a folder walk
     assert sum(count_items(e, skipped) for e in entries) == 2
-    assert sorted(s.rsplit("/", 1)[-1] for s in skipped) == [
-        ".DS_Store", "._b.png", ".git", ".hidden.png"]
+    assert (skipped.hidden, skipped.unselected, len(skipped)) == (4, 0, 4)
+    assert skipped.note() == f"; skipped 4 hidden files (dot-files, __MACOSX/), e.g. " \
+        f"{tmp_path / '.DS_Store'}; name a file to take it anyway"
     assert [f.source.rsplit(":", 1)[-1] for f in read_items(entries[1], 100)] == ["b.png"]
     # A FIFO named on the command line: one error line, at once.
     (fifo,) = iter_entries([str(tmp_path / "pipe")])
     (found,) = read_items(fifo, 100)
     assert str(found.error) == "unreadable file: not a regular file (a FIFO, socket or device); " \
         "give image files"
+
+
+def test_include_and_exclude_patterns_pick_files_in_folders_and_archives(tmp_path):
+    """--include/--exclude: names (case ignored) or paths below the input; what they leave
+    out is counted; a file named on the command line is always taken."""
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "rejects").mkdir()
+    for name in ("batch/a.png", "batch/B.PNG", "batch/notes.txt", "rejects/c.png", "d.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    with zipfile.ZipFile(tmp_path / "cells.zip", "w") as zf:
+        zf.writestr("rejects/e.png", b"x")
+        zf.writestr("f.png", b"x")
+        zf.writestr("readme.txt", b"x")
+    select = Selection(include=("*.png", "*.zip"), exclude=("rejects/*",))
+    skipped = Skipped()
+    entries = list(iter_entries([str(tmp_path)], skipped, select))
+    assert [str(e.path.relative_to(tmp_path)) for e in entries] == [
+        "batch/B.PNG", "batch/a.png", "cells.zip"]
+    zipped = [f.source.rsplit(":", 1)[-1] for f in read_items(entries[-1], 100, select=select)]
+    assert zipped == ["f.png"] and count_items(entries[-1], skipped, select) == 1
+    # notes.txt, rejects/c.png, d.jpg; then the zip's rejects/e.png and readme.txt
+    assert skipped.unselected == 5 and skipped.hidden == 0
+    assert "5 files left out by --include/--exclude" in skipped.note()
+    # named on the command line: taken whatever the patterns say
+    (named,) = iter_entries([str(tmp_path / "batch" / "notes.txt")], Skipped(), select)
+    assert named.path.name == "notes.txt"
+    # a glob's matches are filtered like a folder's files
+    globbed = iter_entries([str(tmp_path / "batch" / "*")], None, Selection(exclude=("*.txt",)))
+    assert sorted(e.path.name for e in globbed) == ["B.PNG", "a.png"]

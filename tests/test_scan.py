@@ -72,12 +72,13 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
 
     from digitscan.trainer.pngs import write_test_pngs
 
-    # The whole test set in 8-image chunks: seconds of work, so ^C lands mid-job.
+    # The whole test set, twice, in 8-image chunks: ~10 s of work, so the signal lands
+    # mid-job even when the first stored results are seen late (a loaded machine).
     write_test_pngs(mnist, tmp_path / "png")
     # A shell that runs us in the background may have set SIGINT to "ignore", which the
     # child would inherit; a person at a terminal has the default, so give it that.
     proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
-                             "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
+                             str(tmp_path / "png"), "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     request.addfinalizer(lambda: (proc.kill(), proc.communicate()))

@@ -43,9 +43,11 @@ class Client:
 
     def submit(self, inputs: list[str | os.PathLike], *, chunk_size: int = DEFAULT_CHUNK_SIZE,
                by_reference: bool = False, review_below: float | None = None,
-               window: int = DEFAULT_WINDOW) -> Job:
-        """Enqueue files, folders, globs and archives; return once every chunk is published
-        (at once for jobs of up to ``window`` chunks)."""
+               window: int = DEFAULT_WINDOW, include: tuple[str, ...] = (),
+               exclude: tuple[str, ...] = ()) -> Job:
+        """Enqueue files, folders, globs, archives and URLs (``s3://bucket/prefix/``, ...);
+        return once every chunk is published (at once for jobs of up to ``window`` chunks).
+        ``include``/``exclude``: name patterns for files inside folders, as on the CLI."""
         if isinstance(inputs, (str, bytes, os.PathLike)):
             raise TypeError(f"inputs must be a list of paths, e.g. submit([{inputs!r}]), not a "
                             f"single {type(inputs).__name__}")
@@ -55,8 +57,12 @@ class Client:
                 raise TypeError(f"each input must be a path (str or os.PathLike), not "
                                 f"{type(given).__name__}: {given!r:.60}")
             paths.append(os.fspath(given))
+        for patterns in (include, exclude):
+            if isinstance(patterns, str):
+                raise TypeError(f"include/exclude take a tuple of patterns, e.g. ({patterns!r},)")
         options = SubmitOptions(chunk_size=chunk_size, by_reference=by_reference,
-                                review_below=review_below, window=window)
+                                review_below=review_below, window=window, include=tuple(include),
+                                exclude=tuple(exclude))
         return self._run(Submission(self.store, self.settings, options, inputs=paths))
 
     def submit_bytes(self, images: Mapping[str, bytes], *, chunk_size: int = DEFAULT_CHUNK_SIZE,

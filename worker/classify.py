@@ -15,8 +15,10 @@ from digitscan.errors import (
     ImageTooLarge,
     InputsUnreachable,
     NotADigit,
+    StorageUnreachable,
     UnreadableImage,
 )
+from digitscan.worker import storage
 from digitscan.worker.imaging import prepare
 from digitscan.worker.messages import Chunk
 from digitscan.worker.results import result_line
@@ -37,6 +39,11 @@ def read_path(path: str, limits: Limits, expected_size: int | None = None) -> by
     cannot see at all (storage not mounted here, no permission) is this worker's fault,
     not the image's: ``InputsUnreachable``, so the chunk goes to a worker that can.
     """
+    if storage.is_url(path):
+        try:
+            return storage.read(path, limits.max_bytes, expected_size)
+        except StorageUnreachable as exc:  # this worker's fault: let one that can reach it try
+            raise InputsUnreachable(str(exc)) from None
     p = Path(path)
     try:
         size = p.stat().st_size

@@ -27,7 +27,17 @@ from tqdm import tqdm
 from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, ImageTooLarge, JobError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
-from digitscan.worker.inputs import Entry, Found, check_inputs, count_items, iter_entries, read_items
+from digitscan.worker.inputs import (
+    EVERYTHING,
+    Entry,
+    Found,
+    Selection,
+    Skipped,
+    check_inputs,
+    count_items,
+    iter_entries,
+    read_items,
+)
 from digitscan.worker.messages import Chunk, Item, task_id
 from digitscan.worker.results import error_line, write_result_file
 from digitscan.worker.settings import Settings, SubmitOptions, redact
@@ -57,10 +67,11 @@ def connect(settings: Settings) -> ResultStore:
     return store
 
 
-def found_in(entries: Iterable[Entry], max_bytes: int, by_reference: bool) -> Iterator[Found]:
+def found_in(entries: Iterable[Entry], max_bytes: int, by_reference: bool,
+             select: Selection = EVERYTHING) -> Iterator[Found]:
     """Every item of ``entries``, read (or, by reference, located)."""
     for entry in entries:
-        yield from read_items(entry, max_bytes, by_reference)
+        yield from read_items(entry, max_bytes, by_reference, select)
 
 
 def found_in_memory(images: Mapping[str, bytes], max_bytes: int) -> Iterator[Found]:
@@ -140,7 +151,7 @@ class Submission:
 
     def __init__(self, store: ResultStore, settings: Settings, options: SubmitOptions,
                  inputs: list[str] | None = None, images: Mapping[str, bytes] | None = None):
-        self.skipped: list[str] = []  # hidden files and __MACOSX/ left out of the job
+        self.skipped = Skipped()  # hidden files, __MACOSX/ and unselected files left out
         if images is not None:  # already in memory (the Python API's submit_bytes)
             if options.by_reference:
                 raise ConfigError("images held in memory cannot be sent by reference.")
@@ -151,10 +162,11 @@ class Submission:
             check_inputs(inputs)
             # Listed twice, lazily (a count, then the chunks), never held: the client's
             # memory does not grow with the number of files. Clutter is named in `skipped`.
-            self.total = sum(count_items(e, self.skipped) for e in iter_entries(inputs,
-                                                                                self.skipped))
-            self._found = lambda: found_in(iter_entries(inputs), settings.max_image_bytes,
-                                           options.by_reference)
+            select = Selection(options.include, options.exclude)
+            self.total = sum(count_items(e, self.skipped, select)
+                             for e in iter_entries(inputs, self.skipped, select))
+            self._found = lambda: found_in(iter_entries(inputs, select=select),
+                                           settings.max_image_bytes, options.by_reference, select)
         if self.total == 0:
             raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
         self.store, self.settings, self.options, self.inputs = store, settings, options, inputs
@@ -347,12 +359,13 @@ class Drain:
                 yield json.loads(self.spill.readline())
 
     def write(self, out: str | Path) -> int:
-        """Write every result drained so far, in input order, to ``out``; return the count."""
+        """Write every result drained so far, in input order, to ``out``; return the count.
+        The lines stay readable (``lines``) until ``close``."""
         self.take()
-        try:
-            return write_result_file(self.lines(), out)
-        finally:
-            self.spill.close()
+        return write_result_file(self.lines(), out)
+
+    def close(self) -> None:
+        self.spill.close()
 
 
 def write_results(store: ResultStore, job: str, out: str | Path) -> int:

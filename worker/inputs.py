@@ -1,20 +1,25 @@
-"""Job inputs -> items: files, folders (recursive), globs, .zip and .tar(.gz) archives.
+"""Job inputs -> items: files, folders (recursive), globs, .zip and .tar(.gz) archives,
+locally or as fsspec URLs (s3://, gs://, http(s)://, file://; worker/storage.py).
 
 Every file found becomes exactly one item, so every file gets exactly one result line.
 Archive members are read in memory, never extracted, so ``../`` names cannot escape;
 a member bigger than the byte cap is refused from its header (zip bombs included).
+Inside folders and archives, clutter (hidden files, ``__MACOSX/``) and files that the
+include/exclude patterns leave out are skipped, and counted in ``Skipped``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import glob
 import os
 import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from digitscan.errors import (
     CorruptArchive,
@@ -24,6 +29,7 @@ from digitscan.errors import (
     InputError,
     UnreadableImage,
 )
+from digitscan.worker import storage
 
 ZIP_SUFFIXES = (".zip",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -33,8 +39,10 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 class Entry:
     """One file found from the inputs; an archive yields many items."""
 
-    path: Path
-    source: str  # the path as the user gave it (joined under a given folder)
+    path: Path | PurePosixPath
+    source: str  # the path as the user gave it (joined under a given folder), or the URL
+    url: str | None = None  # set for an object read through fsspec
+    size: int | None = None  # an object's size as listed
 
     @property
     def kind(self) -> str:
@@ -57,11 +65,76 @@ class Found:
     error: ImageError | None = None
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which files inside folders, archives and URL prefixes a job takes (``--include`` /
+    ``--exclude``). A pattern without ``/`` matches a file's name, one with ``/`` its path
+    below the input given (``rejects/*``); case is ignored (scanners write ``.PNG``).
+    A file named on the command line is always taken."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def wants(self, relative: str) -> bool:
+        relative = relative.lower()
+        name = relative.rsplit("/", 1)[-1]
+
+        def hit(pattern: str) -> bool:
+            return fnmatch.fnmatchcase(relative if "/" in pattern else name, pattern.lower())
+
+        if self.include and not any(hit(p) for p in self.include):
+            return False
+        return not any(hit(p) for p in self.exclude)
+
+
+EVERYTHING = Selection()
+
+
+@dataclass
+class Skipped:
+    """Files left out of a job, counted by reason with a first example: the summary names
+    them, and memory stays flat however many there are."""
+
+    hidden: int = 0
+    unselected: int = 0
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, reason: str, name: str) -> None:
+        setattr(self, reason, getattr(self, reason) + 1)
+        self.examples.setdefault(reason, name)
+
+    def __len__(self) -> int:
+        return self.hidden + self.unselected
+
+    def note(self) -> str:
+        """'; skipped ...' for a summary line, or '' when nothing was skipped."""
+        parts = []
+        if self.hidden:
+            parts.append(f"{self.hidden:,} hidden files (dot-files, __MACOSX/), e.g. "
+                         f"{self.examples['hidden']}; name a file to take it anyway")
+        if self.unselected:
+            parts.append(f"{self.unselected:,} files left out by --include/--exclude, e.g. "
+                         f"{self.examples['unselected']}")
+        return "; skipped " + "; and ".join(parts) if parts else ""
+
+
+def _sort_out(name: str, relative: str, select: Selection, skipped: Skipped | None) -> bool:
+    """Whether a file found inside an input is taken; if not, count why."""
+    reason = "hidden" if is_clutter(relative) else None if select.wants(relative) else "unselected"
+    if reason and skipped is not None:
+        skipped.add(reason, name)
+    return reason is None
+
+
 def check_inputs(inputs: list[str]) -> None:
     """Refuse inputs that do not exist (or patterns that match nothing), without listing
     folders: an early one-line error, before Redis or workers are involved."""
     missing = []
     for given in inputs:
+        if storage.is_url(given):
+            if not storage.exists(given):
+                missing.append(given)
+            continue
         if Path(given).exists():
             continue
         if glob.has_magic(given):
@@ -70,8 +143,8 @@ def check_inputs(inputs: list[str]) -> None:
         else:
             missing.append(given)
     if missing:
-        raise InputError(f"input not found: {', '.join(missing)}. Give files, folders, globs or "
-                         ".zip/.tar archives; nothing was submitted.")
+        raise InputError(f"input not found: {', '.join(missing)}. Give files, folders, globs, "
+                         ".zip/.tar archives or URLs; nothing was submitted.")
 
 
 def is_clutter(name: str) -> bool:
@@ -82,38 +155,59 @@ def is_clutter(name: str) -> bool:
                for part in name.split("/"))
 
 
-def iter_entries(inputs: list[str], skipped: list[str] | None = None) -> Iterator[Entry]:
+def iter_entries(inputs: list[str], skipped: Skipped | None = None,
+                 select: Selection = EVERYTHING) -> Iterator[Entry]:
     """Expand inputs lazily, in the order given; folders recursively, in the order of their
     sorted paths. Memory stays that of the largest single folder, at any job size, and
-    listing twice gives the same order. Clutter (``is_clutter``) is left out, and named in
-    ``skipped`` when given."""
+    listing twice gives the same order. Clutter (``is_clutter``) and files ``select`` does
+    not want are left out, and counted in ``skipped`` when given."""
     check_inputs(inputs)
     for given in inputs:
+        if storage.is_url(given):
+            yield from _objects(given, skipped, select)
+            continue
         path = Path(given)
         if path.is_dir():
-            yield from _walk(path, skipped)
+            yield from _walk(path, "", skipped, select)
         elif path.exists():
             yield Entry(path, given)
         else:
             for match in sorted(glob.glob(given, recursive=True)):
-                yield from iter_entries([match], skipped)
+                if Path(match).is_dir():
+                    yield from _walk(Path(match), "", skipped, select)
+                elif _sort_out(match, Path(match).name, select, skipped):
+                    yield Entry(Path(match), match)
 
 
-def _walk(folder: Path, skipped: list[str] | None) -> Iterator[Entry]:
+def _walk(folder: Path, below: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
     # Name by name, folders expanded in place: the order of sorted(folder.rglob("*")).
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return
     for name in names:
-        child = folder / name
+        child, relative = folder / name, f"{below}{name}"
         if is_clutter(name):
             if skipped is not None:
-                skipped.append(str(child))
+                skipped.add("hidden", str(child))
         elif child.is_dir():
-            yield from _walk(child, skipped)
-        elif child.is_file():  # never a FIFO, socket or device: reading one could hang
+            yield from _walk(child, relative + "/", skipped, select)
+        elif child.is_file() and _sort_out(str(child), relative, select, skipped):
+            # never a FIFO, socket or device: reading one could hang
             yield Entry(child, str(child))
+
+
+def _objects(url: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
+    """The objects at or below a URL. One object named by its URL is always taken."""
+    prefix = url.rstrip("/") + "/"
+    for found, size in storage.listing(url):
+        name = PurePosixPath(found.partition("://")[2])
+        if found.rstrip("/") == url.rstrip("/"):
+            yield Entry(name, found, url=found, size=size)
+            continue
+        relative = found[len(prefix):] if found.startswith(prefix) else name.name
+        if _sort_out(found, relative, select, skipped):
+            yield Entry(name, found, url=found, size=size)
 
 
 def find_entries(inputs: list[str]) -> list[Entry]:
@@ -121,43 +215,51 @@ def find_entries(inputs: list[str]) -> list[Entry]:
     return list(iter_entries(inputs))
 
 
-def _zip_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    return [m for m in zf.infolist() if not m.is_dir() and not is_clutter(m.filename)]
+def _zip_members(zf: zipfile.ZipFile, entry: Entry, select: Selection,
+                 skipped: Skipped | None = None) -> list[zipfile.ZipInfo]:
+    return [m for m in zf.infolist() if not m.is_dir()
+            and _sort_out(f"{entry.source}:{m.filename}", m.filename, select, skipped)]
 
 
-def _tar_members(tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+def _tar_members(tf: tarfile.TarFile, entry: Entry, select: Selection,
+                 skipped: Skipped | None = None) -> list[tarfile.TarInfo]:
     # Regular files only: links and devices never point the worker at other files.
-    return [m for m in tf.getmembers() if m.isfile() and not is_clutter(m.name)]
+    return [m for m in tf.getmembers() if m.isfile()
+            and _sort_out(f"{entry.source}:{m.name}", m.name, select, skipped)]
 
 
-def count_items(entry: Entry, skipped: list[str] | None = None) -> int:
-    """How many items ``read_items`` yields for ``entry``; archive clutter goes to ``skipped``."""
+@contextlib.contextmanager
+def _opened(entry: Entry) -> Iterator:
+    """The archive's bytes as a seekable file: on disk, or through fsspec."""
+    with (storage.open_binary(entry.url) if entry.url else open(entry.path, "rb")) as f:
+        yield f
+
+
+def count_items(entry: Entry, skipped: Skipped | None = None, select: Selection = EVERYTHING) -> int:
+    """How many items ``read_items`` yields for ``entry``; what an archive leaves out is
+    counted in ``skipped``."""
     try:
         if entry.kind == "zip":
-            with zipfile.ZipFile(entry.path) as zf:
-                if skipped is not None:
-                    skipped.extend(f"{entry.source}:{m.filename}" for m in zf.infolist()
-                                   if not m.is_dir() and is_clutter(m.filename))
-                return len(_zip_members(zf)) or 1
+            with _opened(entry) as f, zipfile.ZipFile(f) as zf:
+                return len(_zip_members(zf, entry, select, skipped)) or 1
         if entry.kind == "tar":
-            with tarfile.open(entry.path, "r:*") as tf:
-                if skipped is not None:
-                    skipped.extend(f"{entry.source}:{m.name}" for m in tf.getmembers()
-                                   if m.isfile() and is_clutter(m.name))
-                return len(_tar_members(tf)) or 1
+            with _opened(entry) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
+                return len(_tar_members(tf, entry, select, skipped)) or 1
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
         pass  # a broken archive is one item: its error result
     return 1
 
 
-def read_items(entry: Entry, max_bytes: int, by_reference: bool = False) -> Iterator[Found]:
-    """Yield exactly ``count_items(entry)`` items for one entry."""
+def read_items(entry: Entry, max_bytes: int, by_reference: bool = False,
+               select: Selection = EVERYTHING) -> Iterator[Found]:
+    """Yield exactly ``count_items(entry, select=select)`` items for one entry."""
     if entry.kind == "file":
-        yield _read_file(entry, max_bytes, by_reference)
+        yield _read_object(entry, max_bytes, by_reference) if entry.url else \
+            _read_file(entry, max_bytes, by_reference)
         return
     reader = _read_zip if entry.kind == "zip" else _read_tar
     try:
-        yield from reader(entry, max_bytes)
+        yield from reader(entry, max_bytes, select)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
         yield Found(entry.source, error=CorruptArchive(str(exc)))
 
@@ -182,9 +284,20 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
         return Found(entry.source, error=UnreadableImage(exc.strerror or str(exc)))
 
 
-def _read_zip(entry: Entry, max_bytes: int) -> Iterator[Found]:
-    with zipfile.ZipFile(entry.path) as zf:
-        members = _zip_members(zf)
+def _read_object(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
+    if entry.size is not None and entry.size > max_bytes:
+        return Found(entry.source, error=_too_large(entry.size, max_bytes))
+    if by_reference:  # the workers read it from the storage themselves
+        return Found(entry.source, path=entry.url, size=entry.size)
+    try:
+        return Found(entry.source, data=storage.read(entry.url, max_bytes))
+    except ImageError as exc:
+        return Found(entry.source, error=exc)
+
+
+def _read_zip(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found]:
+    with _opened(entry) as f, zipfile.ZipFile(f) as zf:
+        members = _zip_members(zf, entry, select)
         if not members:
             yield Found(entry.source, error=EmptyArchive("no files inside"))
         for m in members:
@@ -204,9 +317,9 @@ def _read_zip(entry: Entry, max_bytes: int) -> Iterator[Found]:
                 yield Found(source, data=data)
 
 
-def _read_tar(entry: Entry, max_bytes: int) -> Iterator[Found]:
-    with tarfile.open(entry.path, "r:*") as tf:
-        members = _tar_members(tf)
+def _read_tar(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found]:
+    with _opened(entry) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
+        members = _tar_members(tf, entry, select)
         if not members:
             yield Found(entry.source, error=EmptyArchive("no files inside"))
         for m in members:

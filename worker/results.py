@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -52,13 +53,21 @@ class CsvWriter:
 
 
 WRITERS = {".jsonl": JsonlWriter, ".csv": CsvWriter}
+STDOUT = "-"  # --out -: JSON lines on standard output, for a pipe (messages go to stderr)
+
+
+def to_stdout(out: str | Path) -> bool:
+    return str(out) == STDOUT
 
 
 def check_results_path(out: str | Path) -> Path:
     """Refuse a results file name before any work is done, not after."""
+    if to_stdout(out):
+        return Path(STDOUT)
     out = Path(out)
     if out.suffix not in WRITERS:
-        raise ConfigError(f"--out {out} must end in {' or '.join(WRITERS)}.")
+        raise ConfigError(f"--out {out} must end in {' or '.join(WRITERS)} (or be - for JSON "
+                          "lines on stdout).")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name ending in "
                           f"{' or '.join(WRITERS)}.")
@@ -67,13 +76,19 @@ def check_results_path(out: str | Path) -> Path:
 
 
 def write_result_file(lines: Iterable[dict], out: str | Path) -> int:
-    """Write ``lines`` (in input order) as ``out``'s format, all or nothing; return the count."""
+    """Write ``lines`` (in input order) as ``out``'s format, all or nothing; return the count.
+    ``-`` streams JSON lines to stdout as they come."""
     out = check_results_path(out)
+    if to_stdout(out):
+        return _write(lines, JsonlWriter(sys.stdout))
     out.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
     with replacing(out) as part, open(part, "w", newline="") as f:
-        writer = WRITERS[out.suffix](f)
-        for line in lines:
-            writer.write({k: line.get(k) for k in RESULT_FIELDS})
-            count += 1
+        return _write(lines, WRITERS[out.suffix](f))
+
+
+def _write(lines: Iterable[dict], writer) -> int:
+    count = 0
+    for line in lines:
+        writer.write({k: line.get(k) for k in RESULT_FIELDS})
+        count += 1
     return count

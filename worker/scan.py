@@ -8,7 +8,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.client import Drain, Submission, connect, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
-from digitscan.worker.inputs import check_inputs
+from digitscan.worker.inputs import Skipped, check_inputs
 from digitscan.worker.model import resolve_providers
 from digitscan.worker.reconcile import Reconciler
 from digitscan.worker.results import check_results_path
@@ -35,7 +35,7 @@ class ScanSummary:
     labelled: int
     correct: int
     out: str
-    skipped: list[str]  # hidden files and __MACOSX/ members left out
+    skipped: Skipped  # hidden files, __MACOSX/ and unselected files left out
 
     @property
     def accuracy(self) -> float | None:
@@ -79,23 +79,19 @@ def load_labels(spec: str | None) -> Callable[[str], int | None] | None:
     return lookup
 
 
-def score(out: Path, label_of: Callable[[str], int | None] | None
+def score(rows: Iterable[dict], label_of: Callable[[str], int | None] | None
           ) -> tuple[int, int, int, int, int]:
-    """(errors, review, not digits, labelled, correct) from a results file."""
+    """(errors, review, not digits, labelled, correct) over result lines."""
     errors = review = not_digits = labelled = correct = 0
-    with open(out) as f:
-        rows = (json.loads(line) for line in f) if out.suffix == ".jsonl" else None
-        if rows is None:
-            rows = csv.DictReader(f)
-        for row in rows:
-            if row["error"]:
-                errors += 1
-                not_digits += row["error"].startswith("not a digit")
-            review += row["review"] in (True, "True")
-            label = label_of(row["source"]) if label_of else None
-            if label is not None:
-                labelled += 1
-                correct += str(row["digit"]) == str(label)
+    for row in rows:
+        if row["error"]:
+            errors += 1
+            not_digits += row["error"].startswith("not a digit")
+        review += bool(row["review"])
+        label = label_of(row["source"]) if label_of else None
+        if label is not None:
+            labelled += 1
+            correct += row["digit"] == label
     return errors, review, not_digits, labelled, correct
 
 
@@ -124,11 +120,12 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         job = Submission(store, settings, options, inputs).start()
         reconciler = Reconciler(store, settings, job.job, app=job.app)
         drain = Drain(store, job.job)
+        stack.callback(drain.close)
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
              submission=job, drain=drain)
         seconds = time.perf_counter() - t0
         count = drain.write(out)
-    errors, review, not_digits, labelled, correct = score(Path(out), label_of)
+        errors, review, not_digits, labelled, correct = score(drain.lines(), label_of)
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
                        images_per_s=count / seconds if seconds else 0.0, review=review,
                        not_digits=not_digits, labelled=labelled, correct=correct, out=out,

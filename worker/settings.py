@@ -51,6 +51,9 @@ class SubmitOptions:
     # Digits whose calibrated probability is below this get review: true (None: the
     # worker's setting, else its model card's threshold).
     review_below: float | None = None
+    # Which files inside folders, archives and URL prefixes to take (inputs.Selection).
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
