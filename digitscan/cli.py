@@ -266,22 +266,26 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or "
                                            "the model shipped with digitscan); its card must match.")
 @click.option("--queue", "-Q", default=None, help="Queue to consume (default: digitscan).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Serve the pool's Prometheus metrics on PORT (default: "
+                   "$DIGITSCAN_METRICS_PORT, else none).")
 @broker_option
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker(concurrency, provider, model, queue, broker, loglevel) -> None:
+def worker(concurrency, provider, model, queue, metrics_port, broker, loglevel) -> None:
     """Start a Celery worker that classifies image chunks from Redis."""
     from digitscan.modelcard import verify_model_file
     from digitscan.worker.celeryapp import make_app
     from digitscan.worker.model import check_loadable, cores, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
-                         concurrency=concurrency)
+                         concurrency=concurrency, metrics_port=metrics_port)
     card = verify_model_file(settings.model)
     check_loadable(settings.model)
     providers = resolve_providers(settings.provider)
     n = settings.concurrency or cores()
+    metrics = f", metrics on :{settings.metrics_port}" if settings.metrics_port else ""
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
-               f"{providers[0]}, {n} processes, queue {settings.queue}", err=True)
+               f"{providers[0]}, {n} processes, queue {settings.queue}{metrics}", err=True)
     make_app(settings).worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
                                     f"--loglevel={loglevel}"])
 

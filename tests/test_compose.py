@@ -51,6 +51,22 @@ def test_services_and_profiles(compose):
     assert services["worker"]["environment"]["DIGITSCAN_BROKER_URL"].startswith("redis://redis:")
 
 
+def test_prometheus_scrapes_every_worker_on_its_metrics_port(compose):
+    services = compose["services"]
+    port = int(services["worker"]["environment"]["DIGITSCAN_METRICS_PORT"])
+    mount = "./docker/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+    assert mount in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    config = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    # the worker service's name: every replica of --scale worker=N, on the port it serves
+    assert discovery == {"names": ["worker"], "type": "A", "port": port}
+    from digitscan.worker.settings import Settings
+
+    assert Settings.from_env(services["worker"]["environment"]).metrics_port == port
+
+
 def test_every_digitscan_command_parses_with_the_real_cli(compose):
     commands = [c for s in compose["services"].values() for c in digitscan_commands(s["command"])]
     assert [parse(c) for c in commands] == ["worker", "data", "train", "export"]

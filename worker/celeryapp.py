@@ -9,6 +9,7 @@ onnxruntime (or CUDA) state crosses a fork.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 
 import redis
@@ -28,7 +29,45 @@ def make_app(settings: Settings, task_class: type[ChunkTask] = ChunkTask) -> Cel
     app.register_task(task_class())
     app.steps["worker"].add(VerifyModel)
     app.steps["worker"].add(Reconcile)
+    app.steps["worker"].add(ServeMetrics)
+    # One handler for every app (dispatch_uid): clients build apps by the hundred.
+    signals.celeryd_init.connect(prepare_metrics, weak=False, dispatch_uid="digitscan-metrics")
     return app
+
+
+def prepare_metrics(conf=None, **_) -> None:
+    """Celery's first signal in a starting worker, before its pool forks: where the pool
+    processes will write their metrics must be in the environment they inherit."""
+    settings = getattr(conf, "digitscan_settings", None)
+    if settings is not None and settings.metrics_port:
+        from digitscan.worker.metrics import prepare
+
+        conf.digitscan_metrics_dir = prepare()
+
+
+class ServeMetrics(bootsteps.StartStopStep):
+    """With DIGITSCAN_METRICS_PORT, serve the pool's Prometheus metrics from the main
+    process; a port that cannot be bound stops the worker at start, in one line."""
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.exporter = None
+        settings: Settings = worker.app.conf.digitscan_settings
+        if settings.metrics_port:
+            from digitscan.worker.metrics import Exporter, prepare
+
+            folder = getattr(worker.app.conf, "digitscan_metrics_dir", None) or prepare()
+            try:
+                self.exporter = Exporter(settings.metrics_port, folder)
+            except Exception:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            log.info("serving metrics on port %d", settings.metrics_port)
+
+    def stop(self, worker):
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
 
 
 class VerifyModel(bootsteps.StartStopStep):

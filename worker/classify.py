@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -75,23 +77,34 @@ def read_probs(line: dict, p, review_below: float) -> None:
     line["review"] = bool(p[best] < review_below)
 
 
-def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits) -> list[dict]:
+def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
+                   observe: Callable[[str, float], None] | None = None) -> list[dict]:
     """One result line per item: a digit and its probability, or an error. Never raises
     for a bad image: it gets its own error line and its neighbours are unaffected. Review
-    threshold: the job's (carried by the chunk), else the classifier's."""
+    threshold: the job's (carried by the chunk), else the classifier's. ``observe`` gets
+    each stage's seconds (read, decode, normalise per image; model per chunk)."""
     review_below = classifier.review_below if chunk.review_below is None else chunk.review_below
     results, digits, ok = [], [], []
     for item in chunk.items:
         line = result_line(chunk.job, item.index, item.source, classifier.sha256)
         try:
-            data = item.data if item.path is None else read_path(item.path, limits, item.size)
-            digits.append(prepare(data, limits))
+            if item.path is None:
+                data = item.data
+            else:
+                t0 = time.perf_counter()
+                data = read_path(item.path, limits, item.size)
+                if observe is not None:
+                    observe("read", time.perf_counter() - t0)
+            digits.append(prepare(data, limits, observe))
             ok.append(line)
         except ImageError as exc:
             line["error"] = str(exc)
         results.append(line)
     if digits:
+        t0 = time.perf_counter()
         probs = classifier.predict(np.stack(digits))
+        if observe is not None:
+            observe("model", time.perf_counter() - t0)
         for line, p in zip(ok, probs):
             read_probs(line, p, review_below)
     return results

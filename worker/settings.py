@@ -106,6 +106,8 @@ class Settings:
     # CA bundle that signs the Redis server's certificate, for rediss:// URLs
     # (default: the system's CAs). Certificates are always verified.
     tls_ca: str = ""
+    # Serve Prometheus metrics for this worker's whole pool on this port (0: none).
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if not self.model:  # frozen, so set once here: children get the resolved path

@@ -40,6 +40,7 @@ class ChunkTask(Task):
 
     _classifier = None
     _store: ResultStore | None = None
+    _metrics = None
 
     @property
     def settings(self) -> Settings:
@@ -60,7 +61,19 @@ class ChunkTask(Task):
             log.info("model %s loaded (sha256 %s, %s, %d threads)", s.model, clf.sha256[:16],
                      clf.providers[0], threads)
             self._classifier = clf
+            if self.metrics is not None:
+                self.metrics.serving(clf.sha256, clf.providers[0])
         return self._classifier
+
+    @property
+    def metrics(self):
+        """This pool process's Prometheus metrics (worker/metrics.py), when the worker
+        serves them; None otherwise. Made after the fork, once per process."""
+        if self._metrics is None and self.settings.metrics_port:
+            from digitscan.worker.metrics import WorkerMetrics
+
+            type(self)._metrics = WorkerMetrics()
+        return self._metrics
 
     @property
     def store(self) -> ResultStore:
@@ -69,7 +82,12 @@ class ChunkTask(Task):
         return self._store
 
     def classify(self, chunk: Chunk) -> list[dict]:
-        return classify_chunk(chunk, self.classifier, self.settings.limits)
+        metrics = self.metrics
+        lines = classify_chunk(chunk, self.classifier, self.settings.limits,
+                               metrics.stage if metrics else None)
+        if metrics is not None:
+            metrics.results(lines)
+        return lines
 
     def run(self, message: dict) -> dict | None:
         try:
@@ -82,6 +100,7 @@ class ChunkTask(Task):
         # the original message is dropped. The chunk waits here instead (this process takes
         # no other work meanwhile), and only past the time limit goes back to the queue.
         hold = Hold(max(1, self.settings.task_time_limit - self.HOLD_MARGIN_S))
+        started = time.perf_counter()
         try:
             outcome = handle_chunk(chunk, self.store, self.classify, self.settings.max_deliveries,
                                    hold)
@@ -98,6 +117,8 @@ class ChunkTask(Task):
             time.sleep(pause)
             raise Reject(str(exc), requeue=True) from None
         type(self)._unreachable = 0
+        if self.metrics is not None:
+            self.metrics.chunk(outcome.state, time.perf_counter() - started)
         log.log(40 if outcome.state == "dead-lettered" else 20, "job %s chunk %d: %s, %d images, "
                 "%d errors %s", chunk.job, chunk.chunk, outcome.state, outcome.images,
                 outcome.errors, outcome.reason)
