@@ -13,8 +13,11 @@ DEMO   ?= demo
 # bold and italic faces. Debian's packages; installed once, as root (CI runs as root).
 FONT_PACKAGES ?= $(shell grep -v '^\#' docker/fonts.txt)
 FONTS_STAMP := /usr/share/fonts/.digitscan-fonts
+# The real browser the HTML report's test opens it in (Debian's Chromium and its driver).
+BROWSER_PACKAGES ?= chromium chromium-driver
+BROWSER_STAMP := /usr/share/.digitscan-browser
 
-.PHONY: venv fonts test lint demo model bench clean
+.PHONY: venv fonts browser test lint demo model bench clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +28,13 @@ $(FONTS_STAMP): docker/fonts.txt
 		--no-install-recommends $(FONT_PACKAGES) > /dev/null
 	touch $@
 
+browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(BROWSER_PACKAGES) > /dev/null
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -32,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Lint, then the whole suite: what CI runs.
-test: venv fonts
+test: venv fonts browser
 	$(BIN)/ruff check .
 	$(BIN)/digitscan -q data --root $(DATA)
 	$(BIN)/python -m pytest

@@ -456,9 +456,49 @@ def results(job, out, broker) -> None:
 
 
 @main.command()
+@click.argument("job_or_file")
+@click.option("--out", required=True, help="The report: one self-contained .html file.")
+@broker_option
+def report(job_or_file, out, broker) -> None:
+    """Write an HTML report of a job (by id, from Redis) or of a results file (.jsonl or
+    .csv): counts per digit, confidence histogram, the cells to review as thumbnails, and
+    every error by file name. Thumbnails are read again from the sources."""
+    from digitscan.worker.inputs import SourceReader
+    from digitscan.worker.report import check_report_path, write_report
+    from digitscan.worker.results import read_result_file
+
+    check_report_path(out)
+    settings = _settings(broker_url=broker)
+    note = ""
+    if Path(job_or_file).suffix in (".jsonl", ".csv"):
+        rows = read_result_file(job_or_file)
+    else:
+        from digitscan.worker import client
+
+        store = client.connect(settings)
+        info = store.info(job_or_file)
+        rows = store.iter_results(job_or_file, info["total"])
+        if not info["complete"]:
+            note = f" (job still running: {info['done']}/{info['total']})"
+    reader = SourceReader(settings.max_image_bytes)
+    try:
+        tally = write_report(rows, out, reader.read, settings.limits)
+    finally:
+        reader.close()
+    if tally.images == 0 and not Path(job_or_file).suffix:
+        note += ("; Redis holds no results: a client that waited with --out took them into its "
+                 "file: report that file instead")
+    click.echo(f"wrote {out}: {tally.images} images, {tally.review} to review, "
+               f"{sum(tally.errors.values())} errors{note}")
+
+
+@main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, help="Results file: .jsonl or .csv, or - for JSON lines "
                                          "on stdout.")
+@click.option("--report", "report_path", default=None, metavar="FILE.html",
+              help="Also write an HTML report: counts, confidence, the cells to review as "
+                   "thumbnails, every error.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or the "
                                            "model shipped with digitscan).")
@@ -473,7 +513,7 @@ def results(job, out, broker) -> None:
 @window_option
 @review_option
 @selection_options
-def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, window,
+def scan(inputs, out, report_path, workers, model, provider, chunk_size, broker, labels, window,
          review_below, include, exclude) -> None:
     """Classify INPUTS (files, folders, globs, archives, URLs) on this machine: private
     Redis, local workers, results to OUT."""
@@ -483,6 +523,7 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, wind
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker, labels=labels,
+                       report=report_path,
                        options=SubmitOptions(chunk_size=chunk_size, review_below=review_below,
                                              window=window, include=include, exclude=exclude))
     acc = "" if summary.accuracy is None else \
@@ -490,7 +531,8 @@ def scan(inputs, out, workers, model, provider, chunk_size, broker, labels, wind
     where = "on stdout" if out == "-" else f"in {summary.out}"
     _say(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
          f"({summary.not_digits} not a digit), {summary.images_per_s:.0f} images/s with "
-         f"{workers} workers{acc}; results {where}" + summary.skipped.note(), out)
+         f"{workers} workers{acc}; results {where}" + summary.skipped.note()
+         + (f"; report in {report_path}" if report_path else ""), out)
 
 
 if __name__ == "__main__":

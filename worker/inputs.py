@@ -334,3 +334,65 @@ def _read_tar(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found
                 yield Found(source, error=CorruptArchive(f"member: {exc}"))
                 continue
             yield Found(source, data=data)
+
+
+class SourceReader:
+    """The bytes of a result's ``source``, read again after the job (a report's thumbnails):
+    a file, an archive member (``batch.zip:cells/7.png``), or a URL, or a member of an
+    archive at a URL. None when it is gone or was never a file (images submitted from
+    memory). The last archive opened stays open: thumbnails come in input order."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._archive: tuple[str, object, object] | None = None  # (source, file, zip/tar)
+
+    def read(self, source: str) -> bytes | None:
+        try:
+            split = self._split(source)
+            if split is None:
+                return self._whole(source)
+            return self._member(*split)
+        except (OSError, ImageError, InputError, zipfile.BadZipFile, tarfile.TarError, KeyError,
+                EOFError, ValueError):
+            return None
+
+    def _whole(self, source: str) -> bytes | None:
+        if storage.is_url(source):
+            return storage.read(source, self.max_bytes)
+        path = Path(source)
+        if not path.is_file() or path.stat().st_size > self.max_bytes:
+            return None
+        return path.read_bytes()
+
+    @staticmethod
+    def _split(source: str) -> tuple[str, str] | None:
+        """(archive, member) when ``source`` names an archive member."""
+        start = source.find("://") + 3 if storage.is_url(source) else 0
+        at = source.find(":", start)
+        while at != -1:
+            left = source[:at]
+            if left.lower().endswith(ZIP_SUFFIXES + TAR_SUFFIXES):
+                return left, source[at + 1:]
+            at = source.find(":", at + 1)
+        return None
+
+    def _member(self, archive: str, member: str) -> bytes | None:
+        if self._archive is None or self._archive[0] != archive:
+            self.close()
+            entry = Entry(Path(archive), archive, url=archive if storage.is_url(archive) else None)
+            f = storage.open_binary(archive) if entry.url else open(archive, "rb")
+            opened = zipfile.ZipFile(f) if entry.kind == "zip" else tarfile.open(fileobj=f, mode="r:*")
+            self._archive = (archive, f, opened)
+        opened = self._archive[2]
+        if isinstance(opened, zipfile.ZipFile):
+            info = opened.getinfo(member)
+            return None if info.file_size > self.max_bytes else opened.read(info)
+        info = opened.getmember(member)
+        f = opened.extractfile(info) if info.isfile() and info.size <= self.max_bytes else None
+        return f.read() if f else None
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive[2].close()
+            self._archive[1].close()
+            self._archive = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -73,6 +73,37 @@ def check_results_path(out: str | Path) -> Path:
                           f"{' or '.join(WRITERS)}.")
     writable_folder(out.parent, "--out")
     return out
+
+
+def read_result_file(path: str | Path) -> Iterator[dict]:
+    """The result lines of a file ``write_result_file`` wrote, with their types back
+    (CSV holds only text)."""
+    path = Path(path)
+    if path.suffix not in WRITERS:
+        raise ConfigError(f"{path}: give a results file (.jsonl or .csv) or a job id.")
+    try:
+        f = open(path, newline="")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}.") from None
+    with f:
+        if path.suffix == ".jsonl":
+            for number, text in enumerate(f, 1):
+                try:
+                    yield json.loads(text)
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{path} line {number} is not JSON: not a results file "
+                                      "digitscan wrote.") from None
+            return
+        reader = csv.DictReader(f)
+        if reader.fieldnames != list(RESULT_FIELDS):
+            raise ConfigError(f"{path}: columns {reader.fieldnames}, expected {list(RESULT_FIELDS)}: "
+                              "not a results file digitscan wrote.")
+        for row in reader:
+            yield {"job": row["job"], "source": row["source"],
+                   "digit": int(row["digit"]) if row["digit"] else None,
+                   "confidence": float(row["confidence"]) if row["confidence"] else None,
+                   "review": row["review"] == "True", "error": row["error"] or None,
+                   "model": row["model"] or None}
 
 
 def write_result_file(lines: Iterable[dict], out: str | Path) -> int:

@@ -16,9 +16,10 @@ from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.client import Drain, Submission, connect, wait
 from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
-from digitscan.worker.inputs import Skipped, check_inputs
+from digitscan.worker.inputs import Skipped, SourceReader, check_inputs
 from digitscan.worker.model import resolve_providers
 from digitscan.worker.reconcile import Reconciler
+from digitscan.worker.report import check_report_path, write_report
 from digitscan.worker.results import check_results_path
 from digitscan.worker.settings import Settings, SubmitOptions
 
@@ -97,9 +98,12 @@ def score(rows: Iterable[dict], label_of: Callable[[str], int | None] | None
 
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
          broker: str | None = None, options: SubmitOptions = SubmitOptions(),
-         progress: bool = True, labels: str | None = None) -> ScanSummary:
+         progress: bool = True, labels: str | None = None, report: str | None = None
+         ) -> ScanSummary:
     # Fail before starting anything if the output, inputs, model or provider is not usable.
     check_results_path(out)
+    if report:
+        check_report_path(report)
     label_of = load_labels(labels)
     check_inputs(inputs)
     verify_model_file(settings.model)
@@ -126,6 +130,10 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         seconds = time.perf_counter() - t0
         count = drain.write(out)
         errors, review, not_digits, labelled, correct = score(drain.lines(), label_of)
+        if report:
+            reader = SourceReader(settings.max_image_bytes)
+            stack.callback(reader.close)
+            write_report(drain.lines(), report, reader.read, settings.limits)
     return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
                        images_per_s=count / seconds if seconds else 0.0, review=review,
                        not_digits=not_digits, labelled=labelled, correct=correct, out=out,
