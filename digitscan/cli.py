@@ -470,7 +470,8 @@ def report(job_or_file, out, broker) -> None:
     check_report_path(out)
     settings = _settings(broker_url=broker)
     note = ""
-    if Path(job_or_file).suffix in (".jsonl", ".csv"):
+    is_job = len(job_or_file) == 32 and all(c in "0123456789abcdef" for c in job_or_file)
+    if not is_job:  # a results file; anything else is refused by read_result_file
         rows = read_result_file(job_or_file)
     else:
         from digitscan.worker import client
@@ -485,7 +486,7 @@ def report(job_or_file, out, broker) -> None:
         tally = write_report(rows, out, reader.read, settings.limits)
     finally:
         reader.close()
-    if tally.images == 0 and not Path(job_or_file).suffix:
+    if tally.images == 0 and is_job:
         note += ("; Redis holds no results: a client that waited with --out took them into its "
                  "file: report that file instead")
     click.echo(f"wrote {out}: {tally.images} images, {tally.review} to review, "

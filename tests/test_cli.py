@@ -49,6 +49,13 @@ def run(*args):
     (["evaluate", "models/digits.onnx"],
      "models/digits.onnx is an ONNX model, not a PyTorch checkpoint"),
     (["evaluate", "README.md"], "README.md is not a readable PyTorch checkpoint"),
+    # --resume continues a run as it was started: a recipe flag it would ignore is refused
+    (["train", "--resume", "models/digits.pt", "--arch", "mlp"], "--arch mlp differs from"),
+    (["train", "--resume", "models/digits.pt"], "has finished all 30 epochs"),
+    (["report", "0" * 32, "--out", "report.pdf"], "--report/--out report.pdf must end in .html"),
+    (["report", "README.md", "--out", "r.html"], "README.md: give a results file (.jsonl or .csv)"),
+    (["scan", "foo://bucket/x.png", "--out", "r.jsonl"], "foo://bucket/x.png: Protocol not known"),
+    (["scan", "README.md", "--out", "r.json"], "--out r.json must end in .jsonl or .csv (or be -"),
 ])
 def test_expected_failures_are_one_clear_line(args, message):
     result = run(*args)
@@ -70,7 +77,7 @@ def test_submit_with_missing_inputs_submits_nothing(tmp_path):
 
 
 COMMANDS = ("data", "train", "evaluate", "export", "validate", "worker", "submit", "status",
-            "results", "jobs", "cancel", "delete", "scan")
+            "results", "report", "jobs", "cancel", "delete", "scan")
 
 
 @pytest.mark.parametrize("name", COMMANDS)
