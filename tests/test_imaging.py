@@ -185,8 +185,10 @@ def test_time_bound_interrupts_slow_work_and_restores_the_alarm():
 
 
 def cell_with(digit: np.ndarray | None, size: int = 120, border: int = 2,
-              colour=(0, 0, 0), comb: bool = False, speck: bool = False) -> Image.Image:
-    """White paper, a printed box (or comb field) of ``border`` px, and maybe a digit in it."""
+              colour=(0, 0, 0), comb: bool = False, speck: bool = False, pen=(0, 0, 0),
+              margin: int | None = None) -> Image.Image:
+    """White paper, a printed box (or comb field) of ``border`` px, and maybe a digit in it,
+    written with ``pen``, ``margin`` px inside the box (default: a tenth of the cell)."""
     paper = np.full((size, size, 3), 255, np.uint8)
     m = size // 10
     if comb:  # rules run on at the cut; walls of this box and of the neighbours
@@ -202,10 +204,12 @@ def cell_with(digit: np.ndarray | None, size: int = 120, border: int = 2,
     if speck:
         paper[m + 4 : m + 6, m + 4 : m + 6] = 0
     if digit is not None:
-        side = size - 4 * m
-        ink = np.asarray(Image.fromarray(digit).resize((side, side)), np.float32) / 255
-        region = paper[2 * m : 2 * m + side, 2 * m : 2 * m + side].astype(np.float32)
-        paper[2 * m : 2 * m + side, 2 * m : 2 * m + side] = (region * (1 - ink[..., None])).astype(np.uint8)
+        inset = 2 * m if margin is None else m + border + margin
+        side = size - 2 * inset
+        ink = np.asarray(Image.fromarray(digit).resize((side, side)), np.float32)[..., None] / 255
+        region = paper[inset : inset + side, inset : inset + side].astype(np.float32)
+        written = region * (1 - ink) + np.asarray(pen, np.float32) * ink
+        paper[inset : inset + side, inset : inset + side] = written.astype(np.uint8)
     return Image.fromarray(paper)
 
 
@@ -225,6 +229,34 @@ def test_a_boxed_digit_comes_out_like_the_digit_alone(mnist, kw):
         boxed = normalize(cell_with(digit, **kw))
         # The box is gone: what is left is the digit, placed as it is placed alone.
         assert np.abs(boxed.astype(int) - alone.astype(int)).mean() < 12, (i, kw)
+
+
+@pytest.mark.parametrize("kw", [
+    # a blue pen in a heavy black box: by the brightest channel alone it is a third as dark
+    # as the box, below the threshold: the cell came out "no digit found"
+    {"pen": (80, 100, 175), "border": 5},
+    # a big digit filling a heavy box: ink covers half the cell, the median is not paper
+    {"pen": (80, 100, 175), "border": 6, "margin": 1, "size": 60},
+    # a red drop-out box around black ink, as forms print them
+    {"colour": (225, 70, 70), "border": 3},
+])
+def test_a_pen_lighter_than_its_box_is_read_not_the_box(mnist, kw):
+    for i in range(10):
+        digit = mnist.test_images[i]
+        alone = normalize(Image.fromarray(255 - digit))
+        boxed = normalize(cell_with(digit, **kw))
+        # the box left in would differ by 40 and more; a 34 px digit's strokes by up to 17
+        assert np.abs(boxed.astype(int) - alone.astype(int)).mean() < 20, (i, kw)
+
+
+def test_a_tall_one_cut_close_is_a_stroke_not_a_rule():
+    """A 1 that spans the cell from top to bottom looks like a wall; with no box around it
+    (or a drop-out box the colour hides), it is the digit."""
+    paper = np.full((60, 24), 255, np.uint8)
+    paper[1:59, 2:7] = 30  # in the cell's outer third, where walls are looked for
+    out = normalize(Image.fromarray(paper))
+    rows, cols = np.flatnonzero(out.max(1) > 128), np.flatnonzero(out.max(0) > 128)
+    assert rows.max() - rows.min() >= 19 and cols.max() - cols.min() <= 4
 
 
 def test_a_digit_crossing_its_border_keeps_its_strokes(mnist):

@@ -46,7 +46,11 @@ EXCLUDED_FAMILIES = ("Standard Symbols PS", "D050000L", "DejaVu Math TeX Gyre", 
 # Letters that are a digit in many typefaces (O/0, I/l/1) are not asked to be told apart.
 LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZabcdefhijkmnprtuvwxy"
 AMBIGUOUS_LETTERS = "OoIlSsZzBbGgq"
-SYMBOLS = "#%&@+=*$?!/()[]<>~^{}|€£¥§°:;\"'"
+# Symbols that are a digit in some hand or face are left out, as O, I and l are: a bar, a
+# slash, brackets, ! and ' come out of the cell cleanup as a 1, and a degree sign as a 0.
+# Taught as "not a digit", they taught the model that a plain upright stroke is not a 1.
+SYMBOLS = "#%&@+=*$?<>~^€£¥§:;\""
+AMBIGUOUS_SYMBOLS = "|/\\()[]{}!'°"
 
 
 @dataclass(frozen=True)

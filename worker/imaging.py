@@ -151,10 +151,13 @@ def to_paper(im: Image.Image) -> Image.Image:
 def ink_of(image: Image.Image | np.ndarray) -> np.ndarray:
     """uint8 ink strength (MNIST polarity: ink bright) of a scan on paper, either polarity.
 
-    On light paper a pixel's ink is 255 - its brightest channel, so drop-out colours (a red
-    or light-blue printed box: one channel near 255) fall to nearly nothing, while black,
-    grey and dark-blue ink keep their strength. An image that is mostly dark is already
-    bright ink on black (MNIST itself) and is taken as it is."""
+    On light paper a pixel's ink is 255 minus the mean of its brightness and its brightest
+    channel: drop-out colours (a red, light-blue or green printed box: one channel near 255,
+    and light) fall to a third of black's strength or less, while black, grey and ballpoint
+    blue (dark, though its blue channel is bright: by the brightest channel alone it would
+    fall to half of a black box's strength, and thin strokes to nothing) keep theirs. An
+    image that is mostly dark is already bright ink on black (MNIST itself) and is taken as
+    it is."""
     a = np.asarray(image, dtype=np.uint8)
     gray = a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
     if _median(gray) <= 127:  # ink covers a minority of a cell: the median is the paper
@@ -162,7 +165,7 @@ def ink_of(image: Image.Image | np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         return cv2.bitwise_not(gray)
     r, g, b = cv2.split(a)
-    return cv2.bitwise_not(cv2.max(cv2.max(r, g), b))
+    return cv2.bitwise_not(cv2.addWeighted(cv2.max(cv2.max(r, g), b), 0.5, gray, 0.5, 0))
 
 
 def _median(a: np.ndarray) -> int:
@@ -176,7 +179,11 @@ def _stretch(ink: np.ndarray) -> np.ndarray | None:
     hist = np.bincount(ink.ravel(), minlength=256)
     cum = hist.cumsum()
     total = int(cum[-1])
-    paper = int(np.searchsorted(cum, (total + 1) // 2))
+    median = int(np.searchsorted(cum, (total + 1) // 2))
+    # The paper is the commonest level at or below the median: the median itself in most
+    # cells, but a big digit in a heavy box can cover half the cell, and then the median
+    # is ink, and the paper estimate would swallow a lighter pen.
+    paper = int(np.convolve(hist[: median + 1], np.ones(5), "same").argmax())
     # Paper noise: the spread of the darker-than-paper half (robust, from the histogram).
     below = cum[paper]
     low = int(np.searchsorted(cum, below // 4)) if below else paper
@@ -229,7 +236,12 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
         box = cv2.bitwise_or(h_long, v_long)
         if cv2.connectedComponents(corners)[0] - 1 >= 2 and _encloses(mask, box):
             return box
-    return cv2.bitwise_or(_runs(mask, True, 0.9), _runs(mask, False, 0.9))
+    h_full, v_full = _runs(mask, True, 0.9), _runs(mask, False, 0.9)
+    if not cv2.countNonZero(h_full) and cv2.countNonZero(v_full) > 0.8 * cv2.countNonZero(mask):
+        # Upright runs and nothing else: a tall 1 in a cell cut close around it (or in a
+        # drop-out box), not a wall; an empty cell has no such ink at all.
+        return np.zeros_like(mask)
+    return cv2.bitwise_or(h_full, v_full)
 
 
 def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
@@ -246,9 +258,37 @@ def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
     return inside >= 0.6 * total
 
 
-def remove_rules(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``mask`` without the printed rules, but keeping the strokes that cross them."""
+def _level(a: np.ndarray, exclude: np.ndarray) -> int:
+    """How dark the ink is outside ``exclude`` (the rules): the 98th percentile of its
+    inked pixels, from a histogram (no sort)."""
+    hist = cv2.calcHist([a], [0], cv2.bitwise_not(exclude), [256], [0, 256]).ravel()
+    hist[0] = 0
+    cum = hist.cumsum()
+    if cum[-1] <= 0:
+        return 0
+    return int(np.searchsorted(cum, 0.98 * cum[-1]))
+
+
+def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the cell's clear ink, the printed rules in it). Clear ink is judged against the
+    digit's own darkness, not the box's: a pen lighter than the printed border (blue ink in
+    a black box, thin strokes beside a heavy rule) would otherwise fall below the threshold
+    and leave only the box."""
+    mask = cv2.compare(a, 0.35 * 255, cv2.CMP_GT)
     rules = rules_of(mask)
+    if not cv2.countNonZero(rules):
+        return mask, rules
+    # The rules' grey, anti-aliased edges belong to them too.
+    wide = cv2.dilate(rules, np.ones((3, 3), np.uint8))
+    level = _level(a, wide)
+    if 0 < level < 0.8 * 255:
+        mask = cv2.compare(a, 0.35 * level, cv2.CMP_GT)
+        rules = rules_of(mask)  # found again: at this threshold they are a little wider
+    return mask, rules
+
+
+def remove_rules(mask: np.ndarray, rules: np.ndarray) -> np.ndarray:
+    """``mask`` without the printed ``rules``, but keeping the strokes that cross them."""
     if not cv2.countNonZero(rules):
         return mask
     rest = cv2.bitwise_and(mask, cv2.bitwise_not(rules))
@@ -311,8 +351,7 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
     if a is None:
         raise BlankImage("the image is blank or has almost no contrast")
     # Structure is judged on clear ink: JPEG ringing and paper speckle stay below this.
-    mask = (a > 0.35 * 255).astype(np.uint8) * 255
-    mask = remove_rules(a, mask)
+    mask = remove_rules(*ink_mask(a))
     kept = keep_digit(mask)
     if kept is None:
         raise BlankImage("no ink left once the printed box and specks are removed")
