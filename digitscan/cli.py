@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import click
 
@@ -184,11 +183,8 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
                    "checkpoint; the training run's own plots are left alone).")
 def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
     """Test-set accuracy of CHECKPOINT, with predictions, confusion and error plots."""
-    from digitscan.files import writable_folder
-    from digitscan.trainer.train import evaluate_checkpoint, evaluation_folder
+    from digitscan.trainer.train import evaluate_checkpoint
 
-    if Path(checkpoint).is_file():  # else evaluate_checkpoint says what is wrong, creating nothing
-        writable_folder(out or evaluation_folder(checkpoint), "--out")
     metrics = evaluate_checkpoint(checkpoint, data_dir, out)
     click.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% "
                f"({checkpoint}, {metrics['data_source']}); plots in {metrics['out']}/")

@@ -64,6 +64,14 @@ def test_expected_failures_are_one_clear_line(args, message):
     assert "Traceback" not in result.stderr
 
 
+def test_a_refused_command_leaves_no_folder_behind(tmp_path):
+    """`evaluate MODEL.onnx` is refused before the evaluation folder would be made."""
+    (tmp_path / "digits.onnx").write_bytes((ROOT / "models" / "digits.onnx").read_bytes())
+    result = run("evaluate", str(tmp_path / "digits.onnx"))
+    assert result.returncode == 1 and "is an ONNX model" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["digits.onnx"]
+
+
 def test_missing_data_says_what_to_do(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["evaluate", str(tmp_path / "x.pt")])

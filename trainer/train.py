@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from digitscan.errors import ConfigError
+from digitscan.files import writable_folder
 from digitscan.trainer import plots
 from digitscan.trainer.augment import AugmentConfig
 from digitscan.trainer.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -246,12 +247,11 @@ def evaluation_folder(checkpoint: str | Path) -> Path:
 def evaluate_checkpoint(path: str | Path, data: str | Path, out: str | Path | None = None) -> dict:
     """Accuracy of a checkpoint on the MNIST test set; writes evaluation.json and the plots
     to ``out`` (default ``evaluation_folder(path)``)."""
-    model = load_model(path)
+    model = load_model(path)  # a bad checkpoint is refused before any folder is made
+    out = writable_folder(Path(out) if out else evaluation_folder(path), "--out")
     mnist = load_mnist(data)
     test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, torch.device("cpu"))
     result = evaluate(model, test_x, test_y)
-    out = Path(out) if out else evaluation_folder(path)
-    out.mkdir(parents=True, exist_ok=True)
     metrics = {"checkpoint": str(path), "test_accuracy": result.accuracy, "test_loss": result.loss,
                "per_class_accuracy": result.per_class_accuracy(test_y), "data_source": mnist.source}
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
