@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from digitscan import interrupts
 from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from digitscan.devices import DEVICES
 from digitscan.errors import DigitscanError
@@ -44,7 +45,9 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            interrupts.check()  # a signal whose exception a finaliser swallowed still counts
+            return result
         except DigitscanError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
@@ -72,27 +75,13 @@ class Group(click.Group):
             ctx.exit(128 + signum)
 
 
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (what `timeout`, CI, systemd, docker and a closed terminal send):
-    unwinds like Ctrl-C, so everything a command started is stopped and cleaned up."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum, _frame) -> None:
-    raise Stopped(signum)
-
-
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="digitscan")
 def main(verbose: int, quiet: bool) -> None:
     """Read handwritten digits at scale: train, export to ONNX, classify bulk jobs."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
+    interrupts.install()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)

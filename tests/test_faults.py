@@ -232,9 +232,11 @@ def test_results_store_outage_holds_chunks_and_loses_none(tmp_path, files, shipp
             done_before = len(store.done_chunks(job.job))
             results.stop()
             wait_for_log(pool, "returning it to the queue", times=2)
-            # Both processes held, then handed back, and took no more than they hold.
+            # Both processes held, then handed back, and took no more than they hold: all
+            # but the done chunks wait in the broker, less the two the processes hold again,
+            # and less up to two more that finished between done_before and the stop.
             in_broker = queued(redis.Redis.from_url(broker.url), settings.queue)
-            assert in_broker >= N_IMAGES // CHUNK - done_before - 2
+            assert in_broker >= N_IMAGES // CHUNK - done_before - 2 - 2
             results.start()
             wait(store, job.job, progress=False, timeout=120, check=pool.check)
         finally:

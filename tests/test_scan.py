@@ -132,11 +132,11 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
     assert any("redis-server" in c for c in started().values())  # the test sees what it checks
     signum = signal.Signals[signame]
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     if signum == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     else:
-        assert proc.returncode == 128 + signum and "Traceback" not in err
+        assert proc.returncode == 128 + signum and "Traceback" not in err, (out, err[-2000:])
         assert ("interrupted" if signum == signal.SIGINT else f"stopped by {signame}") in err
     deadline = time.monotonic() + 10
     while started():  # children reaped by now, or about to be

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import redis
 from tqdm import tqdm
 
+from digitscan import interrupts
 from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, ImageTooLarge, JobError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
@@ -313,6 +314,7 @@ def wait(store: ResultStore, job: str, *, progress: bool = True, timeout: float 
                     return info
             if check is not None:
                 check()
+            interrupts.check()
             if timeout is not None and time.monotonic() - start > timeout:
                 done = info["done"] if info else "?"
                 why = f"; Redis: {outage}" if outage else "; are workers running?"

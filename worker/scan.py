@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from digitscan import interrupts
 from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.client import Drain, Submission, connect, wait
@@ -128,6 +129,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         wait(store, job.job, progress=progress, check=pool.check, reconciler=reconciler,
              submission=job, drain=drain)
         seconds = time.perf_counter() - t0
+        interrupts.check()  # stopped: no results file, not even a complete one
         count = drain.write(out)
         errors, review, not_digits, labelled, correct = score(drain.lines(), label_of)
         if report:
