@@ -43,6 +43,11 @@ def celery_config(settings: Settings) -> dict:
             # every ~100 s: a chunk comes back soon after its visibility timeout expires.
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 6)),
             "unacked_restore_throttle": 1,
+            # kombu base64-encodes every body by default, and a chunk's JSON body already
+            # carries its images in base64: stored as it is, Redis holds 1.33x the image
+            # bytes, not 1.78x, and neither side encodes or decodes the chunk twice.
+            # (Each message says how its body is encoded, so older messages still read.)
+            "body_encoding": "utf-8",
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "result_expires": settings.result_ttl,
