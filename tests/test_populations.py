@@ -12,7 +12,8 @@ from digitscan.worker.model import Classifier
 
 pytestmark = pytest.mark.integration
 SIZES = {"mnist": 1000, "form": 400, "boxed": 600, "printed": 600, "negative": 600}
-FLOORS = {"mnist": 0.985, "form": 0.975, "boxed": 0.89, "printed": 0.88}
+# boxed and printed: 0.89 and 0.88 before the cleanup read pens lighter than their box
+FLOORS = {"mnist": 0.985, "form": 0.975, "boxed": 0.94, "printed": 0.94}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_digits_are_read(report, name):
 
 def test_cells_without_a_digit_are_flagged_and_digits_rarely_are(report):
     assert report["negative"]["flagged"] >= 0.94, report["negative"]
-    assert report["digits_flagged"] <= 0.07
+    assert report["digits_flagged"] <= 0.03  # 1.3 % measured on 3,000-cell sets
 
 
 @pytest.mark.parametrize("name", list(FLOORS))
