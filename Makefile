@@ -31,8 +31,9 @@ $(FONTS_STAMP): docker/fonts.txt
 browser: $(BROWSER_STAMP)
 
 $(BROWSER_STAMP):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		--no-install-recommends $(BROWSER_PACKAGES) > /dev/null
+	command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(BROWSER_PACKAGES) > /dev/null)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml
