@@ -449,13 +449,14 @@ def report(job_or_file, out, broker) -> None:
     .csv): counts per digit, confidence histogram, the cells to review as thumbnails, and
     every error by file name. Thumbnails are read again from the sources."""
     from digitscan.worker.inputs import SourceReader
+    from digitscan.worker.messages import JOB_ID
     from digitscan.worker.report import check_report_path, write_report
     from digitscan.worker.results import read_result_file
 
     check_report_path(out)
     settings = _settings(broker_url=broker)
     note = ""
-    is_job = len(job_or_file) == 32 and all(c in "0123456789abcdef" for c in job_or_file)
+    is_job = bool(JOB_ID.match(job_or_file))
     if not is_job:  # a results file; anything else is refused by read_result_file
         rows = read_result_file(job_or_file)
     else:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from digitscan import interrupts
 from digitscan.errors import BrokerError, ChangedSinceSubmission, ConfigError, ImageTooLarge, JobError
+from digitscan.worker import storage
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.celeryconfig import TASK_NAME
 from digitscan.worker.inputs import (
@@ -243,7 +244,7 @@ class Submission:
 def _absolute(given: str) -> str:
     """An input as recorded with its job: local paths made absolute (URLs and the
     "<N images in memory>" of the Python API kept as they are)."""
-    return given if "://" in given or given.startswith("<") else os.path.abspath(given)
+    return given if storage.is_url(given) or given.startswith("<") else os.path.abspath(given)
 
 
 def publish(app, queue: str, message: dict) -> None:

@@ -290,7 +290,7 @@ def _read_object(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
     if by_reference:  # the workers read it from the storage themselves
         return Found(entry.source, path=entry.url, size=entry.size)
     try:
-        return Found(entry.source, data=storage.read(entry.url, max_bytes))
+        return Found(entry.source, data=storage.read(entry.url, max_bytes, size=entry.size))
     except ImageError as exc:
         return Found(entry.source, error=exc)
 
@@ -379,9 +379,9 @@ class SourceReader:
     def _member(self, archive: str, member: str) -> bytes | None:
         if self._archive is None or self._archive[0] != archive:
             self.close()
-            entry = Entry(Path(archive), archive, url=archive if storage.is_url(archive) else None)
-            f = storage.open_binary(archive) if entry.url else open(archive, "rb")
-            opened = zipfile.ZipFile(f) if entry.kind == "zip" else tarfile.open(fileobj=f, mode="r:*")
+            f = storage.open_binary(archive) if storage.is_url(archive) else open(archive, "rb")
+            is_zip = archive.lower().endswith(ZIP_SUFFIXES)
+            opened = zipfile.ZipFile(f) if is_zip else tarfile.open(fileobj=f, mode="r:*")
             self._archive = (archive, f, opened)
         opened = self._archive[2]
         if isinstance(opened, zipfile.ZipFile):

@@ -95,13 +95,16 @@ def open_binary(url: str) -> IO[bytes]:
     return _call(url, lambda: fs.open(path, "rb"))
 
 
-def read(url: str, max_bytes: int, expected_size: int | None = None) -> bytes:
-    """The bytes of one object, refusing an oversized one from its size first.
+def read(url: str, max_bytes: int, expected_size: int | None = None,
+         size: int | None = None) -> bytes:
+    """The bytes of one object, refusing an oversized one from its size first (``size``,
+    when the listing gave it, saves asking the storage again).
 
     A missing object is ``UnreadableImage``; unreachable storage is ``StorageUnreachable``."""
     fs, path = filesystem(url)
     try:
-        size = _call(url, lambda: fs.size(path))
+        if size is None:
+            size = _call(url, lambda: fs.size(path))
         if size is not None and size > max_bytes:
             raise ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
         if expected_size is not None and size is not None and size != expected_size:
