@@ -137,9 +137,12 @@ def data(root: str, png_dir: str | None) -> None:
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue from this checkpoint.pt with its recipe (recipe flags that differ "
                    "are refused; more --epochs only on a constant schedule).")
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+              help="Also learn from this trained checkpoint's soft predictions (distillation: "
+                   "a larger model teaching a small one).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
 def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, cells,
-          resume, no_progress) -> None:
+          resume, teacher, no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
     from digitscan.files import writable_folder
     from digitscan.trainer.config import TrainConfig
@@ -151,13 +154,15 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
 
         ctx = click.get_current_context()
         given = {name: ctx.params[name] for name in ("arch", "epochs", "batch_size", "lr",
-                                                      "schedule", "seed", "augment", "cells")
+                                                      "schedule", "seed", "augment", "cells",
+                                                      "teacher")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
         config = resume_config(resume, given, data=data_dir, out=out, device=device)
     else:
         config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                       schedule=schedule, seed=seed, data=data_dir, out=out,
-                                      device=device, augment=augment, cells=cells)
+                                      device=device, augment=augment, cells=cells,
+                                      teacher=teacher)
     metrics = train_main(config, progress=not no_progress)
     click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "
@@ -224,7 +229,11 @@ def validate(checkpoint: str, model: str, data_dir: str) -> None:
                    f"{report['max_abs_diff_probs']:.2g}")
     else:
         diffs = ", ".join(f"{name} {diff:.2g}" for name, diff in report["max_abs_diff"].items())
-        click.echo(f"parity ok: max |Δ| {diffs} (atol {report['atol']:g}), {agreement}")
+        cuda = ""
+        if "cuda" in report:
+            cuda = "; on CUDA: max |Δ| " + ", ".join(
+                f"{name} {diff:.2g}" for name, diff in report["cuda"]["max_abs_diff"].items())
+        click.echo(f"parity ok: max |Δ| {diffs} (atol {report['atol']:g}), {agreement}{cuda}")
 
 
 # ------------------------------------------------------------------ worker & jobs

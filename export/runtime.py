@@ -11,19 +11,26 @@ import numpy as np
 import onnxruntime as ort
 
 from digitscan.contract import INPUT_NAME
+from digitscan.devices import ORT_PROVIDERS, session_providers
 from digitscan.errors import ModelError
 
 EVAL_BATCH = 1000
 
 
-def cpu_session(path: str | Path) -> ort.InferenceSession:
-    """A CPU session for ``path``; a missing file or one onnxruntime cannot load is a
-    ``ModelError`` that names the file, not onnxruntime's traceback."""
+def cuda_available() -> bool:
+    return ORT_PROVIDERS["cuda"] in ort.get_available_providers()
+
+
+def cpu_session(path: str | Path, provider: str = "cpu") -> ort.InferenceSession:
+    """A session for ``path`` on the CPU (or ``provider`` cuda, with the worker's options);
+    a missing file or one onnxruntime cannot load is a ``ModelError`` that names the file,
+    not onnxruntime's traceback."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model {path} does not exist; write one with `digitscan export`.")
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=session_providers(
+            [ORT_PROVIDERS[provider]] + ([ORT_PROVIDERS["cpu"]] if provider == "cuda" else [])))
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"onnxruntime cannot load {path} ({reason}); re-export it with "

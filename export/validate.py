@@ -48,9 +48,10 @@ def run_torch(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
 
 def validate_parity(model: nn.Module, onnx_path: str | Path, test_images: np.ndarray,
                     test_labels: np.ndarray, atol: float = ATOL_FOR_VALIDATION,
-                    seed: int = 0) -> ParityReport:
-    """Compare ``model`` and the ONNX file; return the figures or raise ParityError."""
-    session = cpu_session(onnx_path)
+                    seed: int = 0, provider: str = "cpu") -> ParityReport:
+    """Compare ``model`` and the ONNX file run on onnxruntime's ``provider``; return the
+    figures or raise ParityError."""
+    session = cpu_session(onnx_path, provider)
     report = ParityReport(atol=atol, test_images=len(test_images),
                           random_batch_sizes=list(PARITY_BATCH_SIZES))
     failures: list[str] = []
@@ -93,7 +94,8 @@ def validate_parity(model: nn.Module, onnx_path: str | Path, test_images: np.nda
     if failures:
         summary = ", ".join(f"{n} max |Δ| {d:.3g}" for n, (d, _) in worst.items())
         raise ParityError(
-            f"{onnx_path} does not compute the checkpoint's function ({summary}; atol {atol:g}):\n"
+            f"{onnx_path} does not compute the checkpoint's function on onnxruntime's {provider} "
+            f"provider ({summary}; atol {atol:g}):\n"
             + "\n".join(f"  - {f}" for f in failures)
         )
     return report

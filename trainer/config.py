@@ -60,6 +60,8 @@ class TrainConfig:
     cells: bool = _DEFAULT["cells"]
     schedule: str = SCHEDULES[0]
     resume: str | None = None
+    # A trained checkpoint whose soft predictions the model also learns from (distillation).
+    teacher: str | None = None
     model_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +81,9 @@ class TrainConfig:
         values = {"arch": arch, **ARCH_DEFAULTS[check_arch(arch)],
                   "model_args": dict(DEFAULT_MODEL_ARGS[arch])}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["cells"] and values["model_args"].get("num_classes") == 10:
+            # Cells include "not a digit": an eleventh class, whatever the architecture.
+            values["model_args"] = {**values["model_args"], "num_classes": 11}
         return cls(**values)
 
     def to_dict(self) -> dict:

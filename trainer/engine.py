@@ -5,10 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from digitscan.trainer.augment import AugmentConfig, augment
+
+# Distillation (Hinton et al. 2015): the student matches the teacher's probabilities softened
+# at this temperature, weighted against the labels' cross-entropy. The soft targets carry
+# what the labels do not (this 7 looks a little like a 1), which a small model learns from.
+DISTILL_TEMPERATURE = 4.0
+DISTILL_WEIGHT = 0.7
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+    t = DISTILL_TEMPERATURE
+    soft = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+    return DISTILL_WEIGHT * soft + (1 - DISTILL_WEIGHT) * F.cross_entropy(logits, labels)
 
 
 @dataclass(frozen=True)
@@ -28,8 +43,11 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
                     images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                     generator: torch.Generator, epoch: int,
-                    augment_cfg: AugmentConfig | None = None, progress: bool = True) -> float:
-    """Train over a fresh permutation of (images uint8 [N,1,28,28], labels); return mean loss."""
+                    augment_cfg: AugmentConfig | None = None, progress: bool = True,
+                    teacher: nn.Module | None = None) -> float:
+    """Train over a fresh permutation of (images uint8 [N,1,28,28], labels); return mean loss.
+    With a ``teacher`` (eval mode), learn from its soft predictions on the same augmented
+    batch as well as from the labels."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     order = torch.randperm(len(images), generator=generator).to(images.device)
@@ -43,7 +61,12 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer,
         if augment_cfg is not None:
             x = augment(x, augment_cfg)
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
+        if teacher is None:
+            loss = criterion(model(x), y)
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = distillation_loss(model(x), teacher_logits, y)
         loss.backward()
         optimizer.step()
         if scheduler is not None:

@@ -13,7 +13,6 @@ import torch
 
 from digitscan.errors import ConfigError
 from digitscan.files import writable_folder
-from digitscan.trainer import plots
 from digitscan.trainer.augment import AugmentConfig
 from digitscan.trainer.checkpoint import load_model, read_checkpoint, save_checkpoint
 from digitscan.trainer.config import TrainConfig
@@ -51,7 +50,7 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
 
 
 # The flags that make a run's recipe. On --resume they come from the checkpoint.
-RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells")
+RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells", "teacher")
 
 
 def resume_config(checkpoint: str | Path, requested: dict, **where) -> TrainConfig:
@@ -149,13 +148,28 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
                          "not_digits": int((~digits).sum())}}
 
 
+def check_teacher(teacher: torch.nn.Module, model: torch.nn.Module, path: str) -> None:
+    probe = torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=next(model.parameters()).device)
+    with torch.no_grad():
+        theirs, ours = teacher(probe).shape[1], model.eval()(probe).shape[1]
+    model.train()
+    if theirs != ours:
+        raise ConfigError(f"--teacher {path} predicts {theirs} classes, the model {ours}: train the "
+                          "teacher with the same --cells setting.")
+
+
 def write_outputs(out: Path, mnist: Mnist, result, metrics: dict, epochs: list[dict] | None):
+    from digitscan.trainer import plots  # matplotlib: only once there is something to draw
+
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plots.write_all(out, mnist.test_images, result.predictions.numpy(), mnist.test_labels, epochs)
 
 
-def main(config: TrainConfig, progress: bool = True) -> dict:
-    """Train per ``config``; return the metrics dict also written to ``out/metrics.json``."""
+def main(config: TrainConfig, progress: bool = True, prepared: tuple | None = None) -> dict:
+    """Train per ``config``; return the metrics dict also written to ``out/metrics.json``.
+
+    ``prepared`` is ``(mnist, training_data(config, mnist))`` made beforehand, for a machine
+    that has the GPU but not the fonts (bench/gpu_train.py)."""
     state = None
     if config.resume:
         state = read_checkpoint(config.resume)
@@ -165,8 +179,10 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    mnist = load_mnist(config.data)
-    images, labels, cal_images, cal_labels = training_data(config, mnist)
+    if prepared is None:
+        mnist = load_mnist(config.data)
+        prepared = mnist, training_data(config, mnist)
+    mnist, (images, labels, cal_images, cal_labels) = prepared
     train_x, train_y = as_tensors(images, labels, device)
     test_x, test_y = as_tensors(mnist.test_images, mnist.test_labels, device)
 
@@ -194,6 +210,9 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         wall = state["metrics"].get("wall_seconds", 0.0)
         log.info("resuming %s at epoch %d of %d", config.resume, start_epoch + 1, config.epochs)
 
+    teacher = load_model(config.teacher).to(device) if config.teacher else None
+    if teacher is not None:
+        check_teacher(teacher, model, config.teacher)
     augment_cfg = AugmentConfig() if config.augment else None
     generator = torch.Generator()
     result = None
@@ -201,7 +220,7 @@ def main(config: TrainConfig, progress: bool = True) -> dict:
         generator.manual_seed(config.seed * 1000 + epoch)  # resumable shuffling
         t0 = time.perf_counter()
         loss = train_one_epoch(model, optimizer, scheduler, train_x, train_y, config.batch_size,
-                               generator, epoch + 1, augment_cfg, progress)
+                               generator, epoch + 1, augment_cfg, progress, teacher)
         seconds = time.perf_counter() - t0
         result = evaluate(model, test_x, test_y)
         wall += seconds
@@ -255,5 +274,7 @@ def evaluate_checkpoint(path: str | Path, data: str | Path, out: str | Path | No
     metrics = {"checkpoint": str(path), "test_accuracy": result.accuracy, "test_loss": result.loss,
                "per_class_accuracy": result.per_class_accuracy(test_y), "data_source": mnist.source}
     (out / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from digitscan.trainer import plots
+
     plots.write_all(out, mnist.test_images, result.predictions.numpy(), mnist.test_labels, None)
     return {**metrics, "out": str(out)}

@@ -10,13 +10,12 @@ import numpy as np
 import onnxruntime as ort
 
 from digitscan.contract import INPUT_NAME, PROBS
-from digitscan.devices import check_device
+from digitscan.devices import ORT_PROVIDERS as PROVIDERS
+from digitscan.devices import check_device, session_providers
 from digitscan.errors import ConfigError, ModelError, ProviderError
 from digitscan.modelcard import verify_model_file
 
 log = logging.getLogger(__name__)
-
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def resolve_providers(choice: str, available: list[str] | None = None) -> list[str]:
@@ -88,7 +87,8 @@ class Classifier:
         options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(self.path), options,
-                                                providers=resolve_providers(provider))
+                                                providers=session_providers(
+                                                    resolve_providers(provider)))
         except ProviderError:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
