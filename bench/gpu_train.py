@@ -26,15 +26,14 @@ import numpy as np
 TEACHER = {"channels": [64, 128], "hidden": 256, "dropout": 0.3, "num_classes": 11}  # 74 M MACs
 # name, recipe overrides; each inner list runs in order in one process.
 GROUPS = [
-    [("cellnet-60", {"epochs": 60})],
-    [("cellnet-60-s1", {"epochs": 60, "seed": 1})],
-    [("lean-60", {"epochs": 60, "model_args": {"widths": [16, 64, 128], "squeeze": 56,
+    [("cellnet-50", {"epochs": 50})],
+    [("lean-50", {"epochs": 50, "model_args": {"widths": [16, 64, 128], "squeeze": 56,
                                                "hidden": 384, "num_classes": 11,
                                                "dropout": 0.3}})],
-    [("teacher-30", {"arch": "cnn", "epochs": 30, "model_args": TEACHER}),
-     ("distilled-60", {"epochs": 60, "teacher": "teacher-30"})],
-    [("teacher-30-s1", {"arch": "cnn", "epochs": 30, "seed": 1, "model_args": TEACHER}),
-     ("distilled-60-s1", {"epochs": 60, "seed": 1, "teacher": "teacher-30-s1"})],
+    [("teacher-20", {"arch": "cnn", "epochs": 20, "model_args": TEACHER}),
+     ("distilled-40", {"epochs": 40, "teacher": "teacher-20"})],
+    [("teacher-20-s1", {"arch": "cnn", "epochs": 20, "seed": 1, "model_args": TEACHER}),
+     ("distilled-40-s1", {"epochs": 40, "seed": 1, "teacher": "teacher-20-s1"})],
 ]
 
 
