@@ -147,7 +147,7 @@ def multiply_adds(model: nn.Module) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+        model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=next(model.parameters()).device))
     model.train(was_training)
     for h in hooks:
         h.remove()
