@@ -123,7 +123,7 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     the calibrated confidence below which the lowest 1 % of held-out digits fall."""
     model.eval()
     logits = torch.cat([model(images[i : i + 1000]) for i in range(0, len(images), 1000)])
-    log_t = torch.zeros(1, requires_grad=True)
+    log_t = torch.zeros(1, device=logits.device, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
     nll = torch.nn.CrossEntropyLoss()
 
