@@ -68,3 +68,12 @@ def test_a_graph_without_the_contracts_outputs_is_refused(model_copy, tmp_path):
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelError, match="expected input 'pixels' and an output 'probs'"):
         Classifier(model_copy, "cpu")
+
+
+def test_the_cuda_provider_runs_without_tf32():
+    # TF32 convolutions changed 1 answer in 10,000 against the CPU provider (H200, measured).
+    from digitscan.devices import session_providers
+
+    assert session_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == \
+        [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert session_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

@@ -47,3 +47,9 @@ def test_mlp_is_the_seed_architecture():
 def test_unknown_arch_names_the_valid_ones():
     with pytest.raises(ConfigError, match="Invalid arch 'resnet'. Only cellnet, cnn, mlp are supported"):
         build_model("resnet")
+
+
+def test_multiply_adds_are_counted_on_the_models_own_device():
+    # Training on CUDA counted them with a CPU probe and failed after the first epoch.
+    model = build_model("cellnet").to("meta")
+    assert multiply_adds(model) == multiply_adds(build_model("cellnet"))

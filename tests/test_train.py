@@ -136,3 +136,35 @@ def test_seed_recipe_twenty_epochs(mnist_root, tmp_path):
     assert config.schedule == "onecycle"
     metrics = main(config, progress=False)
     assert metrics["test_accuracy"] >= 0.980
+
+
+def test_distillation_learns_from_the_teachers_soft_predictions(mlp_run, mnist_root, tmp_path):
+    teacher = str(mlp_run / "checkpoint.pt")
+    result = train_cli("--arch", "mlp", "--epochs", "1", "--teacher", teacher,
+                       "--data", str(mnist_root), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["config"]["teacher"] == teacher
+    assert state["metrics"]["test_accuracy"] >= 0.94
+
+
+def test_distillation_loss_pulls_towards_the_teacher():
+    from digitscan.trainer.engine import DISTILL_WEIGHT, distillation_loss
+
+    labels = torch.tensor([3, 7])
+    teacher = torch.tensor([[0.0] * 3 + [4.0] + [0.0] * 6, [0.0] * 7 + [3.0, 2.0, 0.0]])
+    ce = torch.nn.functional.cross_entropy(teacher, labels)
+    # Matching the teacher leaves only the labels' share of the loss ...
+    assert torch.isclose(distillation_loss(teacher, teacher, labels), (1 - DISTILL_WEIGHT) * ce)
+    # ... and the gradient of a student that differs points towards the teacher's answer.
+    student = torch.zeros(2, 10, requires_grad=True)
+    distillation_loss(student, teacher, labels).backward()
+    assert student.grad[0, 3] < 0 and student.grad[1, 8] < 0  # 8: the teacher's runner-up
+
+
+def test_a_teacher_with_other_classes_is_refused(mlp_run):
+    from digitscan.trainer.models import build_model
+    from digitscan.trainer.train import check_teacher
+
+    with pytest.raises(ConfigError, match="predicts 10 classes, the model 11"):
+        check_teacher(load_model(mlp_run / "checkpoint.pt"), build_model("cellnet"), "t.pt")

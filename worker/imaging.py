@@ -168,15 +168,21 @@ def ink_of(image: Image.Image | np.ndarray) -> np.ndarray:
     return cv2.bitwise_not(cv2.addWeighted(cv2.max(cv2.max(r, g), b), 0.5, gray, 0.5, 0))
 
 
+def _histogram(a: np.ndarray) -> np.ndarray:
+    """Counts of each uint8 level (OpenCV's: ~2.5x numpy's bincount, which widens every
+    pixel to int64 first)."""
+    return cv2.calcHist([a], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+
+
 def _median(a: np.ndarray) -> int:
     """Median of uint8 pixels from their histogram (no sort, no float copy)."""
-    counts = np.bincount(a.ravel(), minlength=256).cumsum()
+    counts = _histogram(a).cumsum()
     return int(np.searchsorted(counts, (counts[-1] + 1) // 2))
 
 
 def _stretch(ink: np.ndarray) -> np.ndarray | None:
     """Paper to 0 and the darkest stroke to 255, or None if there is no contrast."""
-    hist = np.bincount(ink.ravel(), minlength=256)
+    hist = _histogram(ink)
     cum = hist.cumsum()
     total = int(cum[-1])
     median = int(np.searchsorted(cum, (total + 1) // 2))
@@ -204,14 +210,29 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray:
     h, w = mask.shape
     along, across = (w, h) if horizontal else (h, w)
     length = int(fraction * along)
+    runs = np.zeros_like(mask)
     if length < 8:
-        return np.zeros_like(mask)
+        return runs
+    band = across // 3
     # Thicken across the line first, so a slightly tilted line stays one run along it.
     k = max(3, across // 40 * 2 + 1)
+    # A run needs ink in that many columns (rows) of the band (widened by the thickening;
+    # half as many where it meets the cell's edge, past which the erosion sees ink): most
+    # cells have no rule, and this rules them out without any morphology.
+    reach = min(across, band + k // 2)
+    rows = mask if horizontal else mask.T  # numpy reduces across rows fastest
+    if not any(np.count_nonzero(part.max(axis=0)) >= (length + 1) // 2
+               for part in (rows[:reach], rows[across - reach :])):
+        return runs
     k_across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, k) if horizontal else (k, 1))
     k_along = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1) if horizontal else (1, length))
-    runs = cv2.morphologyEx(cv2.dilate(mask, k_across), cv2.MORPH_OPEN, k_along)
-    band = across // 3
+    thick = cv2.dilate(mask, k_across)
+    # An opening is an erosion then a dilation; where the erosion leaves nothing there is
+    # no run, and the dilation (the other half of the cost) is skipped.
+    core = cv2.erode(thick, k_along)
+    if not cv2.countNonZero(core):
+        return runs
+    runs = cv2.dilate(core, k_along)
     if horizontal:
         runs[band : h - band, :] = 0
     else:
@@ -304,7 +325,10 @@ def keep_digit(mask: np.ndarray) -> np.ndarray | None:
     """The components that make up the digit: the largest, and those near it that are not
     specks (a 5's detached bar, a broken stroke). Stray marks, specks and bits of the
     neighbours' walls at the cut are dropped. None if nothing is left."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # Grana's algorithm: the same components as the default, with their statistics in a
+    # third of the time (37 vs ~100 us on a 128 px cell, OpenCV 5.0, one thread).
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_GRANA)
     if n <= 1:
         return None
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -315,20 +339,43 @@ def keep_digit(mask: np.ndarray) -> np.ndarray | None:
     x, y, bw, bh = (int(v) for v in stats[main, :4])
     # Near = within a margin of the main component's box, sized by the box itself.
     mx, my = max(2, bw // 2 + 1, bh // 4), max(2, bh // 3 + 1)
-    keep = [main]
-    for i in range(1, n):
-        if i == main:
-            continue
-        cx, cy, cw, ch, area = (int(v) for v in stats[i])
-        if area < max(2, 0.04 * areas[main - 1]):
-            continue  # a speck
-        near = cx < x + bw + mx and cx + cw > x - mx and cy < y + bh + my and cy + ch > y - my
-        at_edge = cx == 0 or cy == 0 or cx + cw == w or cy + ch == h
-        if near and not (at_edge and area < 0.25 * areas[main - 1]):
-            keep.append(i)
-    chosen = np.zeros(n, np.uint8)
-    chosen[keep] = 1
+    # All components at once (a JPEG cell can have hundreds of specks; a Python loop over
+    # them cost more than the rest of the cleanup).
+    cx, cy, cw, ch, area = (stats[:, i] for i in range(5))
+    biggest = int(areas[main - 1])
+    near = (cx < x + bw + mx) & (cx + cw > x - mx) & (cy < y + bh + my) & (cy + ch > y - my)
+    at_edge = (cx == 0) | (cy == 0) | (cx + cw == w) | (cy + ch == h)
+    chosen = ((area >= max(2, 0.04 * biggest))  # not a speck
+              & near & ~(at_edge & (area < 0.25 * biggest))).astype(np.uint8)
+    chosen[0] = 0  # the background
+    chosen[main] = 1
+    if n == 2 or chosen.sum() == 1:
+        return (labels == main).view(np.uint8)
     return chosen[labels]
+
+
+def _already_fitted(ink: np.ndarray) -> np.ndarray | None:
+    """An image that is already what normalisation makes (28x28, bright ink on a clean black
+    field, the digit within the central 20x20 and clear of the edges: MNIST's own format),
+    re-centred by its centre of mass and nothing else. Cropping and re-fitting it would only
+    resample it (1-2 px of blur and faint edges lost: 99.30 % instead of 99.43 % on MNIST's
+    test set with the shipped model), and costs ~150 us where this costs ~10. None for
+    anything else, which takes the whole cleanup."""
+    if ink.shape != (FIELD, FIELD) or ink[0].any() or ink[-1].any() or ink[:, 0].any() \
+            or ink[:, -1].any():
+        return None
+    if cv2.countNonZero(ink) > FIELD * FIELD // 2:  # not a clean black field
+        return None
+    x, y, w, h = cv2.boundingRect(cv2.compare(ink, 0.35 * 255, cv2.CMP_GT))
+    if not 0 < max(w, h) <= FIT_BOX + 1:
+        return None
+    m = cv2.moments(ink)
+    dx = int(round(FIELD / 2 - m["m10"] / m["m00"]))
+    dy = int(round(FIELD / 2 - m["m01"] / m["m00"]))
+    if dx or dy:
+        ink = cv2.warpAffine(ink, np.float32([[1, 0, dx], [0, 1, dy]]), (FIELD, FIELD))
+    peak = int(ink.max())
+    return ink if peak == 255 else cv2.convertScaleAbs(ink, alpha=255.0 / peak)
 
 
 def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -341,6 +388,9 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
             image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
         image = np.asarray(image)
     ink = ink_of(image)
+    fitted = _already_fitted(ink)
+    if fitted is not None:
+        return fitted
     if max(ink.shape) > ANALYSIS_SIDE:
         # The digit ends up 20 px tall: 128 px a side keeps every stroke, and the cleanup's
         # cell-long morphology costs grow with the cell (1 ms for a 250 px cell, ~5x less).
