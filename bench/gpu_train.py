@@ -26,6 +26,8 @@ import numpy as np
 TEACHER = {"channels": [64, 128], "hidden": 256, "dropout": 0.3, "num_classes": 11}  # 74 M MACs
 # name, recipe overrides; each inner list runs in order in one process.
 GROUPS = [
+    [("cellnet-30", {"epochs": 30})],  # the shipped recipe (make model), as it stands
+    [("cellnet-30-s1", {"epochs": 30, "seed": 1})],
     [("cellnet-50", {"epochs": 50})],
     [("lean-50", {"epochs": 50, "model_args": {"widths": [16, 64, 128], "squeeze": 56,
                                                "hidden": 384, "num_classes": 11,
@@ -132,10 +134,12 @@ def probe(device: str = "cuda", steps: int = 300) -> None:
 
 
 def run(bundle: str, out: str, device: str = "cuda", smoke: bool = False,
-        scale: float = 1.0) -> None:
+        scale: float = 1.0, only: str | None = None) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")  # CUDA in forked children does not work
     groups = GROUPS[-1:] if smoke else GROUPS
+    if only:
+        groups = [g for g in groups if g[0][0] in only.split(",")]
     procs = [ctx.Process(target=_group, args=(bundle, out, g, device, smoke, scale)) for g in groups]
     for p in procs:
         p.start()
@@ -159,6 +163,7 @@ if __name__ == "__main__":
     r.add_argument("--device", default="cuda")
     r.add_argument("--epochs-scale", type=float, default=1.0,
                    help="every recipe's epochs times this (to fit the time a GPU is lent for)")
+    r.add_argument("--only", default=None, help="comma-separated names of the groups to run")
     r.add_argument("--smoke", action="store_true", help="one epoch on 1,000 images (a check)")
     args = parser.parse_args()
     if args.cmd == "pack":
@@ -168,4 +173,4 @@ if __name__ == "__main__":
     elif args.cmd == "idx":
         idx(args.bundle, args.root)
     else:
-        run(args.bundle, args.out, args.device, args.smoke, args.epochs_scale)
+        run(args.bundle, args.out, args.device, args.smoke, args.epochs_scale, args.only)
