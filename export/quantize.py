@@ -20,9 +20,8 @@ from onnxruntime.quantization import (
 from digitscan.contract import INPUT_NAME
 from digitscan.errors import QuantizationError
 from digitscan.export.runtime import as_nchw, cpu_session, run_onnx
+from digitscan.modelcard import int8_gate
 
-MAX_ACCURACY_DROP = 0.002  # 0.2 points
-MIN_ARGMAX_AGREEMENT = 0.995
 CALIBRATION_IMAGES = 2000
 
 
@@ -77,19 +76,6 @@ def images_per_second(path: str | Path, images: np.ndarray, batch: int = 64,
             session.run(None, {INPUT_NAME: x})
         rates.append(20 * batch / (time.perf_counter() - t0))
     return float(np.median(rates))
-
-
-def int8_gate(fp32_accuracy: float, int8_accuracy: float, argmax_agreement: float) -> list[str]:
-    """What keeps an int8 model from standing in for its fp32 original (empty: nothing).
-    One gate for `export --quantize int8` and for `validate` of an int8 file."""
-    failures = []
-    if fp32_accuracy - int8_accuracy > MAX_ACCURACY_DROP:
-        failures.append(f"accuracy {100 * int8_accuracy:.2f}% vs fp32 "
-                        f"{100 * fp32_accuracy:.2f}% (at most 0.2 points lower allowed)")
-    if argmax_agreement < MIN_ARGMAX_AGREEMENT:
-        failures.append(f"argmax agrees with fp32 on {100 * argmax_agreement:.2f}% of the "
-                        f"test set ({100 * MIN_ARGMAX_AGREEMENT:.1f}% required)")
-    return failures
 
 
 def check_int8(fp32_path: str | Path, int8_path: str | Path, test_images: np.ndarray,

@@ -123,7 +123,7 @@ def validate_int8(model: nn.Module, onnx_path: str | Path, test_images: np.ndarr
     """An int8 file cannot match its checkpoint to 1e-4: hold it to the gate `export
     --quantize int8` applied (accuracy within 0.2 points, argmax agreement >= 99.5 %),
     against the checkpoint itself."""
-    from digitscan.export.quantize import int8_gate
+    from digitscan.modelcard import int8_gate
 
     expected = run_torch(model, test_images)
     actual = run_onnx(cpu_session(onnx_path), test_images)

@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import pytest
 
 from digitscan.errors import ConfigError
 from digitscan.worker.celeryconfig import celery_config
 from digitscan.worker.settings import Settings, redact
+
+MODELS = Path(__file__).parent.parent / "models"
 
 
 def test_environment_overrides_defaults_and_arguments_override_both():
@@ -37,3 +41,24 @@ def test_redact_hides_passwords():
     assert redact("redis://user:s3cret@host:6380/0") == "redis://user:***@host:6380/0"
     assert "s3cret" not in redact("rediss://:s3cret@host/0")
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_path):
+    import json
+    import shutil
+
+    from digitscan.worker.settings import default_model
+
+    for name in ("digits.onnx", "digits.json", "digits.int8.onnx", "digits.int8.json"):
+        shutil.copy(MODELS / name, tmp_path / name)
+    assert default_model("cpu", tmp_path) == str(tmp_path / "digits.int8.onnx")
+    assert default_model("cuda", tmp_path) == str(tmp_path / "digits.onnx")  # CUDA runs fp32
+    assert Settings(provider="cpu").model.endswith("digits.int8.onnx")  # the package's own
+    # A card that records a failed gate (accuracy 0.3 points down) keeps the CPU on fp32 ...
+    card = json.loads((tmp_path / "digits.int8.json").read_text())
+    card["parity"]["int8_accuracy"] = card["parity"]["fp32_accuracy"] - 0.003
+    (tmp_path / "digits.int8.json").write_text(json.dumps(card))
+    assert default_model("cpu", tmp_path) == str(tmp_path / "digits.onnx")
+    # ... as does a missing int8 file's card.
+    (tmp_path / "digits.int8.json").unlink()
+    assert default_model("cpu", tmp_path) == str(tmp_path / "digits.onnx")

@@ -61,9 +61,10 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     assert top == {"digitscan"}
     for stage, module in (("worker", "tasks"), ("trainer", "train"), ("export", "pipeline")):
         assert f"digitscan/{stage}/{module}.py" in names
-    # The shipped model and its card, and not the 9 MB checkpoint or the int8 variant.
+    # The shipped model and its int8 variant with their cards, and not the 9 MB checkpoint.
     models = sorted(n for n in names if n.startswith("digitscan/models/"))
-    assert models == ["digitscan/models/__init__.py", "digitscan/models/digits.json",
+    assert models == ["digitscan/models/__init__.py", "digitscan/models/digits.int8.json",
+                      "digitscan/models/digits.int8.onnx", "digitscan/models/digits.json",
                       "digitscan/models/digits.onnx"]
 
 
