@@ -61,13 +61,13 @@ demo: venv
 		--labels folders --out $(DEMO)/results.jsonl
 	@echo "results: $(DEMO)/results.jsonl  plots: $(DEMO)/train/*.png  model card: $(DEMO)/digits.json"
 
-# Reproduce the shipped artefacts from scratch (the default recipe, seed 0): fp32 model and card.
+# Reproduce the shipped artefacts from scratch (the default recipe, seed 0): fp32 and int8 models, cards.
 model: venv fonts
 	$(BIN)/digitscan data --root $(DATA)
 	$(BIN)/digitscan train --data $(DATA) --out runs/model --seed 0 --no-progress
 	cp runs/model/checkpoint.pt models/digits.pt
 	mkdir -p models/plots && cp runs/model/*.png models/plots/ && cp runs/model/metrics.json models/
-	$(BIN)/digitscan export models/digits.pt --out models/digits.onnx --data $(DATA)
+	$(BIN)/digitscan export models/digits.pt --out models/digits.onnx --quantize int8 --data $(DATA)
 
 bench: venv fonts
 	$(BIN)/digitscan -q data --root $(DATA)
