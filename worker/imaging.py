@@ -257,7 +257,9 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
         box = cv2.bitwise_or(h_long, v_long)
         if cv2.connectedComponents(corners)[0] - 1 >= 2 and _encloses(mask, box):
             return box
-    h_full, v_full = _runs(mask, True, 0.9), _runs(mask, False, 0.9)
+    # A run over 90 % of the cell is also one over 55 %: where there was none, skip the search.
+    h_full = _runs(mask, True, 0.9) if cv2.countNonZero(h_long) else h_long
+    v_full = _runs(mask, False, 0.9) if cv2.countNonZero(v_long) else v_long
     if not cv2.countNonZero(h_full) and cv2.countNonZero(v_full) > 0.8 * cv2.countNonZero(mask):
         # Upright runs and nothing else: a tall 1 in a cell cut close around it (or in a
         # drop-out box), not a wall; an empty cell has no such ink at all.
