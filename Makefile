@@ -76,6 +76,8 @@ bench: venv fonts
 	$(BIN)/python -m bench.provider_bench --data $(DATA)
 	$(BIN)/python -m bench.worker_bench --data $(DATA)
 	$(BIN)/python -m bench.population_bench --data $(DATA)
+	$(BIN)/python -m bench.stage_bench --data $(DATA)
+	$(BIN)/python -m bench.ratio_bench --data $(DATA)
 	$(BIN)/python -m bench.jobs_bench --data $(DATA)
 
 clean:

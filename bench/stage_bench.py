@@ -1,0 +1,86 @@
+"""Where one core's time goes per image, stage by stage (µs per image, median of 5 passes):
+
+    python -m bench.stage_bench [--data data] [--cells 500]
+
+decode (Pillow, through the worker's allowlist and caps) and cleanup + normalisation on each
+population of ``digitscan.export.populations``; the shipped model, fp32 and int8, at a
+chunk's batch (256) on one onnxruntime thread; and the messages' own CPU work per image in a
+chunk of 256 MNIST PNGs (the client's encoding of the chunk, the worker's decoding of it, and
+the worker's encoding of its 256 result lines), without Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from digitscan.errors import ImageError
+from digitscan.export.populations import population
+from digitscan.trainer.data import load_mnist
+from digitscan.worker.imaging import decode, normalize
+from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.results import result_line
+
+BATCH = 256
+
+
+def per_item(fn, items: list, passes: int = 5) -> float:
+    times = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        for x in items:
+            fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / len(items) * 1e6
+
+
+def _normalize(image) -> None:
+    try:
+        normalize(image)
+    except ImageError:
+        pass  # a cell the cleanup leaves blank costs what it cost
+
+
+def model_us(path: str, digits: np.ndarray) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    x = {session.get_inputs()[0].name: digits.reshape(-1, 1, 28, 28)}
+    return per_item(lambda _: session.run(None, x), [None] * 3) / len(digits)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--cells", type=int, default=500)
+    args = parser.parse_args()
+    mnist = load_mnist(args.data, fetch=False)
+    print(f"{'population':<10} {'decode':>8} {'cleanup+normalise':>18}  (µs per image, one core)")
+    for name in ("mnist", "form", "boxed", "printed", "negative"):
+        cells, _ = population(name, mnist, args.cells, seed=11)
+        images = [decode(c) for c in cells]
+        print(f"{name:<10} {per_item(decode, cells):>8.0f} {per_item(_normalize, images):>18.0f}",
+              flush=True)
+    digits = mnist.test_images[:BATCH]
+    for variant in ("digits.onnx", "digits.int8.onnx"):
+        print(f"model {variant}: {model_us(f'models/{variant}', digits):.0f} µs per image "
+              f"(batch {BATCH}, one thread)", flush=True)
+    pngs, _ = population("mnist", mnist, BATCH, seed=11)
+    chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(pngs)))
+    body = json.dumps(chunk.to_message())
+    encode = per_item(lambda c: json.dumps(c.to_message()), [chunk] * 20) / BATCH
+    decode_ = per_item(lambda b: Chunk.from_message(json.loads(b)), [body] * 20) / BATCH
+    results = per_item(lambda _: [json.dumps(result_line(chunk.job, i, f"{i}.png", "m", digit=3,
+                                                         confidence=0.99)) for i in range(BATCH)],
+                       [None] * 20) / BATCH
+    print(f"messages: encode {encode:.1f}, decode {decode_:.1f}, result lines {results:.1f} µs "
+          f"per image (chunk of {BATCH} MNIST PNGs, {len(body) / BATCH:.0f} bytes per image)")
+
+
+if __name__ == "__main__":
+    main()
