@@ -168,3 +168,14 @@ def test_a_teacher_with_other_classes_is_refused(mlp_run):
 
     with pytest.raises(ConfigError, match="predicts 10 classes, the model 11"):
         check_teacher(load_model(mlp_run / "checkpoint.pt"), build_model("cellnet"), "t.pt")
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_training_on_cells_gives_any_arch_an_eleventh_class(arch):
+    from digitscan.trainer.models import build_model
+
+    config = TrainConfig.for_arch(arch, cells=True)
+    model = build_model(arch, **config.model_args)
+    assert model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape == (1, 11)
+    assert build_model(arch, **TrainConfig.for_arch(arch).model_args)(
+        torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape == (1, 10)

@@ -81,9 +81,10 @@ class TrainConfig:
         values = {"arch": arch, **ARCH_DEFAULTS[check_arch(arch)],
                   "model_args": dict(DEFAULT_MODEL_ARGS[arch])}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values["cells"] and values["model_args"].get("num_classes") == 10:
-            # Cells include "not a digit": an eleventh class, whatever the architecture.
-            values["model_args"] = {**values["model_args"], "num_classes": 11}
+        if values["cells"]:  # cells include "not a digit": an eleventh class, whatever the arch
+            key = "output_size" if arch == "mlp" else "num_classes"
+            if values["model_args"].get(key) == 10:
+                values["model_args"] = {**values["model_args"], key: 11}
         return cls(**values)
 
     def to_dict(self) -> dict:
