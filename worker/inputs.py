@@ -181,20 +181,33 @@ def iter_entries(inputs: list[str], skipped: Skipped | None = None,
 
 def _walk(folder: Path, below: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
     # Name by name, folders expanded in place: the order of sorted(folder.rglob("*")).
+    # scandir's entries know their type from the directory listing itself: no stat() per
+    # file (which was a third of a scanning client's time on 30,000 small PNGs).
     try:
-        names = sorted(os.listdir(folder))
+        with os.scandir(folder) as listing:
+            children = sorted(listing, key=lambda e: e.name)
     except OSError:
         return
-    for name in names:
+    for entry in children:
+        name = entry.name
         child, relative = folder / name, f"{below}{name}"
         if is_clutter(name):
             if skipped is not None:
                 skipped.add("hidden", str(child))
-        elif child.is_dir():
+        elif _is(entry.is_dir):
             yield from _walk(child, relative + "/", skipped, select)
-        elif child.is_file() and _sort_out(str(child), relative, select, skipped):
+        elif _is(entry.is_file) and _sort_out(str(child), relative, select, skipped):
             # never a FIFO, socket or device: reading one could hang
             yield Entry(child, str(child))
+
+
+def _is(test) -> bool:
+    """A DirEntry type test that, like Path's, says False where the entry cannot be
+    examined (a link into a folder we may not read, a file removed meanwhile)."""
+    try:
+        return test()
+    except OSError:
+        return False
 
 
 def _objects(url: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
