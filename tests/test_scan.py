@@ -72,13 +72,14 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
 
     from digitscan.trainer.pngs import write_test_pngs
 
-    # The whole test set, twice, in 8-image chunks: ~10 s of work, so the signal lands
-    # mid-job even when the first stored results are seen late (a loaded machine).
+    # The whole test set, four times, in 8-image chunks: ~12 s of work (twice was ~6 s once
+    # the normalisation got faster, and one run in a full suite saw the job end first), so
+    # the signal lands mid-job even when the first stored results are seen late.
     write_test_pngs(mnist, tmp_path / "png")
     # A shell that runs us in the background may have set SIGINT to "ignore", which the
     # child would inherit; a person at a terminal has the default, so give it that.
-    proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
-                             str(tmp_path / "png"), "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
+    proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", *[str(tmp_path / "png")] * 4,
+                             "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     request.addfinalizer(lambda: (proc.kill(), proc.communicate()))
