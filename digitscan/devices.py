@@ -15,6 +15,22 @@ ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
 
 
+def provider_chain(choice: str) -> list[str]:
+    """onnxruntime's provider names for ``choice`` (cpu or cuda): CPU stays listed after CUDA
+    so ops without a CUDA kernel still run."""
+    return [ORT_PROVIDERS[choice]] + ([ORT_PROVIDERS["cpu"]] if choice == "cuda" else [])
+
+
+def cuda_offered() -> bool:
+    """Whether the installed onnxruntime offers its CUDA provider (False without onnxruntime:
+    a client-only install, whose workers decide for themselves)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return ORT_PROVIDERS["cuda"] in onnxruntime.get_available_providers()
+
+
 def session_providers(names: list[str]) -> list:
     """onnxruntime's ``providers=`` argument for provider ``names``, with their options."""
     return [(n, dict(CUDA_PROVIDER_OPTIONS)) if n == ORT_PROVIDERS["cuda"] else n for n in names]

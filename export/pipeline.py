@@ -126,7 +126,8 @@ def validate_main(checkpoint: str, model_path: str, data: str,
     """Re-prove parity of an existing ONNX file against a checkpoint (no files written):
     to ``atol`` for fp32, by the int8 gate for a quantised file. The report's ``variant``
     says which."""
-    from digitscan.export.runtime import cpu_session, cuda_available
+    from digitscan.devices import cuda_offered
+    from digitscan.export.runtime import cpu_session
     from digitscan.export.validate import model_variant, validate_int8
 
     variant = model_variant(cpu_session(model_path))  # also: a missing or corrupt file, one line
@@ -136,7 +137,7 @@ def validate_main(checkpoint: str, model_path: str, data: str,
         report = validate_int8(model, model_path, mnist.test_images, mnist.test_labels)
     else:
         report = validate_parity(model, model_path, mnist.test_images, mnist.test_labels, atol)
-        if cuda_available():  # what the CUDA provider runs must be the same function too
+        if cuda_offered():  # what the CUDA provider runs must be the same function too
             cuda = validate_parity(model, model_path, mnist.test_images, mnist.test_labels, atol,
                                    provider="cuda")
             return {"variant": variant, **report.to_dict(), "cuda": cuda.to_dict()}

@@ -11,14 +11,10 @@ import numpy as np
 import onnxruntime as ort
 
 from digitscan.contract import INPUT_NAME
-from digitscan.devices import ORT_PROVIDERS, session_providers
+from digitscan.devices import provider_chain, session_providers
 from digitscan.errors import ModelError
 
 EVAL_BATCH = 1000
-
-
-def cuda_available() -> bool:
-    return ORT_PROVIDERS["cuda"] in ort.get_available_providers()
 
 
 def cpu_session(path: str | Path, provider: str = "cpu") -> ort.InferenceSession:
@@ -29,8 +25,7 @@ def cpu_session(path: str | Path, provider: str = "cpu") -> ort.InferenceSession
     if not path.is_file():
         raise ModelError(f"model {path} does not exist; write one with `digitscan export`.")
     try:
-        return ort.InferenceSession(str(path), providers=session_providers(
-            [ORT_PROVIDERS[provider]] + ([ORT_PROVIDERS["cpu"]] if provider == "cuda" else [])))
+        return ort.InferenceSession(str(path), providers=session_providers(provider_chain(provider)))
     except Exception as exc:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelError(f"onnxruntime cannot load {path} ({reason}); re-export it with "

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from digitscan.contract import INPUT_NAME, PROBS
 from digitscan.devices import ORT_PROVIDERS as PROVIDERS
-from digitscan.devices import check_device, session_providers
+from digitscan.devices import check_device, provider_chain, session_providers
 from digitscan.errors import ConfigError, ModelError, ProviderError
 from digitscan.modelcard import verify_model_file
 
@@ -33,8 +33,7 @@ def resolve_providers(choice: str, available: list[str] | None = None) -> list[s
             f"(available: {', '.join(available)}). Install onnxruntime-gpu with a matching CUDA, "
             "or use --provider cpu."
         )
-    # CPU stays listed after CUDA so ops without a CUDA kernel still run.
-    return [PROVIDERS[choice]] + ([PROVIDERS["cpu"]] if choice == "cuda" else [])
+    return provider_chain(choice)
 
 
 def check_loadable(path: str | Path) -> None:

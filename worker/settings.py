@@ -74,21 +74,15 @@ def default_model(provider: str = "auto", folder: str | Path | None = None) -> s
     population: README), else the fp32 file, which is also what the CUDA provider runs."""
     from importlib.resources import files
 
+    from digitscan.devices import cuda_offered
     from digitscan.modelcard import int8_stands_in
 
     folder = Path(folder) if folder is not None else Path(str(files("digitscan.models")))
     fp32, int8 = folder / "digits.onnx", folder / "digits.int8.onnx"
-    if provider == "cuda" or (provider == "auto" and _cuda_offered()):
+    if provider == "cuda" or (provider == "auto" and cuda_offered()):
         return str(fp32)
     return str(int8 if int8_stands_in(int8) else fp32)
 
-
-def _cuda_offered() -> bool:
-    try:
-        import onnxruntime
-    except ImportError:  # a client-only install: whatever the workers run, not this
-        return False
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 @dataclass(frozen=True)
