@@ -24,32 +24,40 @@ from pathlib import Path
 import numpy as np
 
 TEACHER = {"channels": [64, 128], "hidden": 256, "dropout": 0.3, "num_classes": 11}  # 74 M MACs
-# name, recipe overrides; each inner list runs in order in one process.
+# name, recipe overrides; each inner list runs in order in one process. This round: does
+# seeing MNIST's writers more often (mnist_repeat) and a second rendered cell set (cell_sets)
+# lift MNIST and the cell populations at the same 3.8 M multiply-adds? Epochs are set so each
+# run sees ~5 M images (the shipped recipe: 3.9 M).
 GROUPS = [
-    [("cellnet-30", {"epochs": 30})],  # the shipped recipe (make model), as it stands
-    [("cellnet-30-s1", {"epochs": 30, "seed": 1})],
-    [("cellnet-50", {"epochs": 50})],
-    [("lean-50", {"epochs": 50, "model_args": {"widths": [16, 64, 128], "squeeze": 56,
-                                               "hidden": 384, "num_classes": 11,
-                                               "dropout": 0.3}})],
-    [("teacher-20", {"arch": "cnn", "epochs": 20, "model_args": TEACHER}),
-     ("distilled-40", {"epochs": 40, "teacher": "teacher-20"})],
-    [("teacher-20-s1", {"arch": "cnn", "epochs": 20, "seed": 1, "model_args": TEACHER}),
-     ("distilled-40-s1", {"epochs": 40, "seed": 1, "teacher": "teacher-20-s1"})],
+    [("r2", {"epochs": 30, "mnist_repeat": 2})],
+    [("r2s2", {"epochs": 20, "mnist_repeat": 2, "cell_sets": 2})],
+    [("s2", {"epochs": 24, "cell_sets": 2})],
+    [("r2s2-seed1", {"epochs": 20, "mnist_repeat": 2, "cell_sets": 2, "seed": 1})],
+    [("r2-seed1", {"epochs": 30, "mnist_repeat": 2, "seed": 1})],
+    [("r3", {"epochs": 24, "mnist_repeat": 3})],
+    [("r4", {"epochs": 20, "mnist_repeat": 4})],
 ]
 
 
-def pack(data: str, out: str) -> None:
+def pack(data: str, out: str, cell_sets: int = 1, raw: bool = True) -> None:
+    """The parts ``training_data`` mixes (MNIST's writers, ``cell_sets`` cell sets), so each
+    recipe composes its own mix there with ``training_mix``; MNIST's raw training images only
+    with ``raw`` (for ``idx``: they are 10 MB of the 64 a GPU run may carry)."""
     from digitscan.trainer.config import TrainConfig
     from digitscan.trainer.data import load_mnist
-    from digitscan.trainer.train import training_data
+    from digitscan.trainer.train import cell_training_parts
 
     mnist = load_mnist(data)
-    x, y, cx, cy = training_data(TrainConfig(data=data), mnist)
+    writers, labels, sets, (cx, cy) = cell_training_parts(
+        TrainConfig(data=data, cell_sets=cell_sets), mnist)
+    parts = {f"s{k}x": x for k, (x, _) in enumerate(sets)} | {f"s{k}y": y for k, (_, y) in enumerate(sets)}
+    if raw:
+        parts |= {"mx": mnist.train_images, "my": mnist.train_labels}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, x=x, y=y, cx=cx, cy=cy, tx=mnist.test_images, ty=mnist.test_labels,
-                        mx=mnist.train_images, my=mnist.train_labels)
-    print(f"{out}: {len(x)} training, {len(cx)} calibration, {len(mnist.test_images)} test images, "
+    np.savez_compressed(out, w=writers, wy=labels, cx=cx, cy=cy, tx=mnist.test_images,
+                        ty=mnist.test_labels, **parts)
+    print(f"{out}: {len(writers)} writers, {len(sets)} cell sets of {len(sets[0][0])}, {len(cx)} "
+          f"calibration, {len(mnist.test_images)} test images, "
           f"{Path(out).stat().st_size / 1e6:.1f} MB")
 
 
@@ -72,21 +80,28 @@ def _group(bundle: str, out: str, group: list, device: str = "cuda", smoke: bool
 
     from digitscan.trainer.config import TrainConfig
     from digitscan.trainer.data import Mnist
-    from digitscan.trainer.train import main
+    from digitscan.trainer.train import main, training_mix
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {group[0][0]} %(message)s",
                         filename=f"{out}/log.txt")
     with np.load(bundle) as z:
         mnist = Mnist(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64), z["tx"], z["ty"],
                       source="bench.gpu_train bundle")
-        prepared = mnist, (z["x"], z["y"], z["cx"], z["cy"])
-    if smoke:  # a check of this script itself: a few images, one epoch
-        mnist = Mnist(mnist.train_images, mnist.train_labels, mnist.test_images[:500],
-                      mnist.test_labels[:500], mnist.source)
-        x, y, cx, cy = prepared[1]
-        pick = np.random.default_rng(0).choice(len(x), 1000, replace=False)
-        prepared = mnist, (x[pick], y[pick], cx[:500], cy[:500])
+        parts = {k: z[k] for k in z.files if k not in ("mx", "my")}
+    sets = [(parts[f"s{k}x"], parts[f"s{k}y"]) for k in range(sum(k.endswith("x") and k[0] == "s"
+                                                                   for k in parts))]
     for name, overrides in group:
+        need = overrides.get("cell_sets", 1)
+        if need > len(sets):
+            logging.error("%s needs %d cell sets, the bundle has %d", name, need, len(sets))
+            return
+        x, y = training_mix(parts["w"], parts["wy"], sets[:need], overrides.get("mnist_repeat", 1))
+        prepared = mnist, (x, y, parts["cx"], parts["cy"])
+        if smoke:  # a check of this script itself: a few images, one epoch
+            small = Mnist(mnist.train_images, mnist.train_labels, mnist.test_images[:500],
+                          mnist.test_labels[:500], mnist.source)
+            pick = np.random.default_rng(0).choice(len(x), 1000, replace=False)
+            prepared = small, (x[pick], y[pick], parts["cx"][:500], parts["cy"][:500])
         work = Path("/tmp/gpu_train") / name
         overrides = dict(overrides)
         if "teacher" in overrides:
@@ -153,6 +168,8 @@ if __name__ == "__main__":
     p = sub.add_parser("pack")
     p.add_argument("--data", default="data")
     p.add_argument("--out", default=".gpu/train.npz")
+    p.add_argument("--cell-sets", type=int, default=1)
+    p.add_argument("--no-raw", action="store_true", help="leave MNIST's raw training images out")
     sub.add_parser("probe")
     i = sub.add_parser("idx")
     i.add_argument("bundle")
@@ -167,7 +184,7 @@ if __name__ == "__main__":
     r.add_argument("--smoke", action="store_true", help="one epoch on 1,000 images (a check)")
     args = parser.parse_args()
     if args.cmd == "pack":
-        pack(args.data, args.out)
+        pack(args.data, args.out, args.cell_sets, not args.no_raw)
     elif args.cmd == "probe":
         probe()
     elif args.cmd == "idx":

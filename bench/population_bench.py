@@ -30,8 +30,10 @@ def main() -> None:
     sizes = {k: args.size or v for k, v in SIZES.items()}
     clf = Classifier(args.model, "cpu", threads=cores())
     t0 = time.perf_counter()
-    report = measure(clf.predict, load_mnist(args.data), sizes, clf.review_below)
+    report = measure(clf.predict, load_mnist(args.data), sizes, clf.review_below,
+                     not_digit_above=clf.not_digit_above)
     print(f"model {args.model} (sha256 {clf.sha256[:16]}), review below {clf.review_below:.3f}, "
+          f"not a digit above {clf.not_digit_above:.3f}, "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"{'population':<10} {'cells':>6} {'accuracy':>9} {'flagged':>8} {'acc. not flagged':>17}")
     for name in sizes:

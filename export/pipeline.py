@@ -85,9 +85,11 @@ def main(config: ExportConfig) -> list[dict]:
                       parameters=count_parameters(model), classes=classes)
         extra = {"multiply_adds": multiply_adds(model)}
         if calibration:
-            extra.update(calibration=calibration, review_below=calibration["review_below"])
+            extra.update(calibration=calibration, review_below=calibration["review_below"],
+                         not_digit_above=calibration.get("not_digit_above", 0.0))
         if state["config"].get("cells"):
-            extra["populations"] = measure_populations(part, mnist, calibration["review_below"])
+            extra["populations"] = measure_populations(part, mnist, calibration["review_below"],
+                                                       extra["not_digit_above"])
         card = build_card(part, variant="fp32", test_accuracy=report.onnx_accuracy,
                           parity=report.to_dict(), extra=extra, **common)
     cards.append(_install(out, card))
@@ -111,14 +113,16 @@ def main(config: ExportConfig) -> list[dict]:
 CARD_POPULATIONS = {"mnist": 10_000, "form": 3000, "boxed": 3000, "printed": 3000, "negative": 3000}
 
 
-def measure_populations(onnx_path: Path, mnist, review_below: float) -> dict:
+def measure_populations(onnx_path: Path, mnist, review_below: float,
+                        not_digit_above: float = 0.0) -> dict:
     """Accuracy, review share and the error-reject curve on each population, through the
     worker's own decode and normalisation and this ONNX file."""
     from digitscan.export.populations import measure
     from digitscan.export.runtime import cpu_session, run_onnx
 
     session = cpu_session(onnx_path)
-    return measure(lambda x: run_onnx(session, x)["probs"], mnist, CARD_POPULATIONS, review_below)
+    return measure(lambda x: run_onnx(session, x)["probs"], mnist, CARD_POPULATIONS, review_below,
+                   not_digit_above=not_digit_above)
 
 
 def validate_main(checkpoint: str, model_path: str, data: str,

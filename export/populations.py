@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from digitscan.contract import NOT_A_DIGIT_CLASS
+from digitscan.contract import NOT_A_DIGIT_CLASS, read_answers
 from digitscan.errors import ImageError
 from digitscan.trainer import cells
 from digitscan.trainer.data import Mnist
@@ -73,8 +73,9 @@ class Outcome:
 
 
 def read(cells_: list[bytes], labels: np.ndarray,
-         predict: Callable[[np.ndarray], np.ndarray]) -> Outcome:
-    """Run cells through prepare and ``predict`` (uint8 [N,28,28] -> probs [N,classes])."""
+         predict: Callable[[np.ndarray], np.ndarray], not_digit_above: float = 0.0) -> Outcome:
+    """Run cells through prepare and ``predict`` (uint8 [N,28,28] -> probs [N,classes]),
+    read as the worker reads them (``digitscan.contract.read_answers``)."""
     digit = np.full(len(cells_), -1)
     confidence = np.zeros(len(cells_), np.float32)
     ok, prepared = [], []
@@ -85,11 +86,8 @@ def read(cells_: list[bytes], labels: np.ndarray,
         except ImageError:
             pass  # an error result: no digit
     if prepared:
-        probs = predict(np.stack(prepared))
-        best = probs[:, :NOT_A_DIGIT].argmax(1)
-        p_best = probs[np.arange(len(probs)), best]
-        is_digit = np.ones(len(probs), bool) if probs.shape[1] <= NOT_A_DIGIT \
-            else probs[:, NOT_A_DIGIT] <= p_best
+        best, p_best = read_answers(predict(np.stack(prepared)), not_digit_above)
+        is_digit = best >= 0
         idx = np.asarray(ok)
         digit[idx[is_digit]] = best[is_digit]
         confidence[idx[is_digit]] = p_best[is_digit]
@@ -134,12 +132,12 @@ def expected_calibration_error(outcomes: list[Outcome], bins: int = 15) -> float
 
 
 def measure(predict: Callable[[np.ndarray], np.ndarray], mnist: Mnist, sizes: dict[str, int],
-            review_below: float, seed: int = 0) -> dict:
+            review_below: float, seed: int = 0, not_digit_above: float = 0.0) -> dict:
     """Every population in ``sizes``, summarised, and the calibration error over the digits."""
     outcomes, report = {}, {}
     for name, n in sizes.items():
         raw, labels = population(name, mnist, n, seed)
-        outcomes[name] = read(raw, labels, predict)
+        outcomes[name] = read(raw, labels, predict, not_digit_above)
         report[name] = summarise(outcomes[name], review_below)
     digit_outcomes = [o for name, o in outcomes.items() if name != "negative"]
     report["expected_calibration_error"] = expected_calibration_error(digit_outcomes)
@@ -148,5 +146,6 @@ def measure(predict: Callable[[np.ndarray], np.ndarray], mnist: Mnist, sizes: di
                                          for o in digit_outcomes])
         report["digits_flagged"] = float(digits_flagged.mean())
     report["review_below"] = review_below
+    report["not_digit_above"] = not_digit_above
     report["seed"] = seed
     return report

@@ -22,6 +22,7 @@ class StubClassifier:
 
     sha256 = "stub-sha"
     review_below = 0.5
+    not_digit_above = 0.0
 
     def __init__(self):
         self.batches: list[int] = []
@@ -108,16 +109,20 @@ def row(*pairs, classes=11) -> np.ndarray:
     return p
 
 
-@pytest.mark.parametrize(("probs", "review_below", "digit", "review", "error"), [
-    (row((3, 0.97), (10, 0.03)), 0.9, 3, False, None),
-    (row((3, 0.6), (8, 0.3), (10, 0.1)), 0.9, 3, True, None),       # unsure: kept, flagged
-    (row((3, 0.2), (10, 0.8)), 0.9, None, False, "not a digit: probability 0.800"),
-    (row((3, 0.45), (5, 0.1), (10, 0.45)), 0.9, 3, True, None),      # a tie goes to the digit
-    (row((7, 0.9), classes=10), 0.95, 7, True, None),                # a ten-class model
+@pytest.mark.parametrize(("probs", "review_below", "not_digit_above", "digit", "review", "error"), [
+    (row((3, 0.97), (10, 0.03)), 0.9, 0.0, 3, False, None),
+    (row((3, 0.6), (8, 0.3), (10, 0.1)), 0.9, 0.0, 3, True, None),       # unsure: kept, flagged
+    (row((3, 0.2), (10, 0.8)), 0.9, 0.0, None, False, "not a digit: probability 0.800"),
+    (row((3, 0.45), (5, 0.1), (10, 0.45)), 0.9, 0.0, 3, True, None),      # a tie goes to the digit
+    (row((7, 0.9), classes=10), 0.95, 0.0, 7, True, None),                # a ten-class model
+    # the card's threshold: "not a digit" only above it; below, the guess goes to review
+    (row((3, 0.2), (10, 0.8)), 0.5, 0.85, 3, True, None),
+    (row((3, 0.1), (10, 0.9)), 0.5, 0.85, None, False, "not a digit: probability 0.900"),
+    (row((3, 0.4), (10, 0.4), (4, 0.2)), 0.5, 0.2, 3, True, None),       # a digit still wins ties
 ])
-def test_read_probs(probs, review_below, digit, review, error):
+def test_read_probs(probs, review_below, not_digit_above, digit, review, error):
     line = result_line(JOB, 0, "x.png", "m")
-    read_probs(line, probs, review_below)
+    read_probs(line, probs, review_below, not_digit_above)
     assert (line["digit"], line["review"], line["error"]) == (digit, review, error)
     assert (line["confidence"] is None) == (digit is None)
 

@@ -19,7 +19,8 @@ FLOORS = {"mnist": 0.985, "form": 0.975, "boxed": 0.94, "printed": 0.94}
 @pytest.fixture(scope="module")
 def report(mnist, shipped_model):
     clf = Classifier(shipped_model, "cpu", threads=2)
-    return measure(clf.predict, mnist, SIZES, clf.review_below, seed=7)
+    return measure(clf.predict, mnist, SIZES, clf.review_below, seed=7,
+                   not_digit_above=clf.not_digit_above)
 
 
 @pytest.mark.parametrize("name", list(FLOORS))
@@ -29,6 +30,9 @@ def test_digits_are_read(report, name):
 
 def test_cells_without_a_digit_are_flagged_and_digits_rarely_are(report):
     assert report["negative"]["flagged"] >= 0.94, report["negative"]
+    # ...mostly as errors ("not a digit"), not as guesses sent to review: 9.6 % answered as a
+    # digit on 10,000 cells with the card's not_digit_above
+    assert report["negative"]["answered_as_digit"] <= 0.15, report["negative"]
     assert report["digits_flagged"] <= 0.03  # 1.3 % measured on 3,000-cell sets
 
 

@@ -179,3 +179,36 @@ def test_training_on_cells_gives_any_arch_an_eleventh_class(arch):
     assert model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape == (1, 11)
     assert build_model(arch, **TrainConfig.for_arch(arch).model_args)(
         torch.zeros(1, 1, 28, 28, dtype=torch.uint8)).shape == (1, 10)
+
+
+def test_calibration_sets_the_not_a_digit_threshold_above_nearly_every_digit():
+    """Held-out logits straight through (an identity model): 2,000 digits, of which 12 the
+    model half takes for "not a digit", and 500 negatives. The threshold must leave at most
+    1 in 1,000 calibrated digits above it, stay >= 0.5, and the review threshold the 1 %."""
+    from digitscan.trainer.train import calibrate
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2500, 11, generator=gen)
+    labels = torch.cat([torch.arange(2000) % 10, torch.full((500,), 10)])
+    logits[torch.arange(2500), labels] += 6.0
+    logits[:12, 10] += 6.5  # digits the model doubts
+    cal = calibrate(torch.nn.Identity(), logits, labels)
+    probs = torch.softmax(logits / cal["temperature"], 1)
+    above = (probs[:2000, 10] > cal["not_digit_above"]).sum()
+    assert 0.5 <= cal["not_digit_above"] <= 0.99 and above <= 2, (cal, above)
+    assert (probs[:2000, 10] > 0.5).sum() > 2  # ...while more than that would have been refused
+    confidence = probs[:2000, :10].max(1).values
+    assert 15 <= (confidence < cal["review_below"]).sum() <= 25
+
+
+def test_training_mix_repeats_mnist_and_appends_each_cell_set():
+    import numpy as np
+
+    from digitscan.trainer.train import training_mix
+
+    writers, labels = np.zeros((3, 28, 28), np.uint8), np.array([1, 2, 3])
+    sets = [(np.ones((2, 28, 28), np.uint8), np.array([10, 4])),
+            (np.full((1, 28, 28), 2, np.uint8), np.array([5]))]
+    x, y = training_mix(writers, labels, sets, mnist_repeat=2)
+    assert y.tolist() == [1, 2, 3, 1, 2, 3, 10, 4, 5] and y.dtype == np.int64
+    assert x.shape == (9, 28, 28) and x[-1].max() == 2

@@ -62,11 +62,15 @@ class TrainConfig:
     resume: str | None = None
     # A trained checkpoint whose soft predictions the model also learns from (distillation).
     teacher: str | None = None
+    # With cells: how many times each epoch sees MNIST's writers, and how many independently
+    # rendered sets of form cells it trains on (each set: trainer.train.TRAIN_CELLS).
+    mnist_repeat: int = 1
+    cell_sets: int = 1
     model_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_arch(self.arch)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "mnist_repeat", "cell_sets"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
         if not self.lr > 0:

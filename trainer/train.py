@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from digitscan.contract import NOT_A_DIGIT_CLASS
 from digitscan.errors import ConfigError
 from digitscan.files import writable_folder
 from digitscan.trainer.augment import AugmentConfig
@@ -50,7 +51,8 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
 
 
 # The flags that make a run's recipe. On --resume they come from the checkpoint.
-RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells", "teacher")
+RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells", "teacher",
+          "mnist_repeat", "cell_sets")
 
 
 def resume_config(checkpoint: str | Path, requested: dict, **where) -> TrainConfig:
@@ -93,10 +95,28 @@ TRAIN_CELLS = dict(boxed=25000, printed=25000, negative=25000)
 CALIBRATION_CELLS = dict(boxed=1500, printed=1500, negative=1500)
 
 
+def cell_set_seed(config: TrainConfig, k: int) -> int:
+    return config.seed + 20_000 * k  # set 0 keeps the seed the first cell sets were made with
+
+
+def training_mix(writers: np.ndarray, labels: np.ndarray, cell_sets: list[tuple], mnist_repeat: int):
+    """MNIST's writers ``mnist_repeat`` times, then each cell set: what one epoch shuffles."""
+    xs = [writers] * mnist_repeat + [x for x, _ in cell_sets]
+    ys = [labels.astype(np.int64)] * mnist_repeat + [y.astype(np.int64) for _, y in cell_sets]
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def training_data(config: TrainConfig, mnist: Mnist):
     """(train images, train labels, calibration images, calibration labels) as numpy."""
     if not config.cells:
         return mnist.train_images, mnist.train_labels, None, None
+    writers, labels, sets, calibration = cell_training_parts(config, mnist)
+    return (*training_mix(writers, labels, sets, config.mnist_repeat), *calibration)
+
+
+def cell_training_parts(config: TrainConfig, mnist: Mnist):
+    """MNIST's writers through the worker's normalisation, their labels, ``config.cell_sets``
+    rendered cell sets, and the held-out calibration images and labels."""
     from digitscan.trainer import cells, cellset
 
     train_fonts, _ = cells.split_fonts()
@@ -109,18 +129,22 @@ def training_data(config: TrainConfig, mnist: Mnist):
     writers, labels = train_images[:n], mnist.train_labels[:n]
     held, held_labels = train_images[n:], mnist.train_labels[n:]
     cache = Path(config.data) / "cells"
-    cx, cy = cellset.cached(cellset.CellSetSpec(**TRAIN_CELLS, seed=config.seed),
-                            mnist.train_images[:n], labels, train_fonts, cache)
+    sets = [cellset.cached(cellset.CellSetSpec(**TRAIN_CELLS, seed=cell_set_seed(config, k)),
+                           mnist.train_images[:n], labels, train_fonts, cache)
+            for k in range(config.cell_sets)]
     vx, vy = cellset.cached(cellset.CellSetSpec(**CALIBRATION_CELLS, seed=config.seed + 10_000),
                             mnist.train_images[n:], held_labels, train_fonts, cache)
-    return (np.concatenate([writers, cx]), np.concatenate([labels.astype(np.int64), cy]),
-            np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy]))
+    return (writers, labels, sets,
+            (np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy])))
 
 
 @torch.no_grad()
 def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Temperature scaling (Guo et al. 2017) on held-out data, and the review threshold:
-    the calibrated confidence below which the lowest 1 % of held-out digits fall."""
+    """Temperature scaling (Guo et al. 2017) on held-out data, and two thresholds read from
+    the held-out digits' calibrated probabilities: ``review_below``, the digit confidence
+    below which the lowest 1 % fall, and ``not_digit_above``, the "not a digit" probability
+    that at most 1 in 1,000 exceed (``digitscan.contract.read_answers``): a cell is told
+    "not a digit" only when the model is surer of it than it is for nearly every digit."""
     model.eval()
     logits = torch.cat([model(images[i : i + 1000]) for i in range(0, len(images), 1000)])
     log_t = torch.zeros(1, device=logits.device, requires_grad=True)
@@ -141,9 +165,13 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     digits = labels < 10
     confidence = probs[digits, :10].max(1).values
     review_below = float(torch.quantile(confidence, 0.01))
+    thresholds = {"review_below": round(min(max(review_below, 0.5), 0.99), 4)}
+    if probs.shape[1] > NOT_A_DIGIT_CLASS:
+        # At least 0.5: below that "not a digit" would not be the likeliest answer anyway.
+        not_digit = float(torch.quantile(probs[digits, NOT_A_DIGIT_CLASS], 0.999))
+        thresholds["not_digit_above"] = round(min(max(not_digit, 0.5), 0.99), 4)
     return {"temperature": temperature, "nll_before": before,
-            "nll_after": float(nll(logits / temperature, labels)),
-            "review_below": round(min(max(review_below, 0.5), 0.99), 4),
+            "nll_after": float(nll(logits / temperature, labels)), **thresholds,
             "held_out": {"images": len(labels), "digits": int(digits.sum()),
                          "not_digits": int((~digits).sum())}}
 

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from digitscan.contract import NOT_A_DIGIT_CLASS as NOT_A_DIGIT
+from digitscan.contract import read_answers
 from digitscan.errors import (
     ChangedSinceSubmission,
     ImageError,
@@ -30,6 +31,7 @@ from digitscan.worker.settings import Limits
 class Predictor(Protocol):
     sha256: str
     review_below: float  # the model card's threshold, when the job sets none
+    not_digit_above: float  # the card's: "not a digit" only above this probability
 
     def predict(self, digits: np.ndarray) -> np.ndarray: ...
 
@@ -64,17 +66,22 @@ def read_path(path: str, limits: Limits, expected_size: int | None = None) -> by
         raise UnreadableImage(exc.strerror or str(exc)) from None
 
 
-def read_probs(line: dict, p, review_below: float) -> None:
+def read_probs(line: dict, p, review_below: float, not_digit_above: float = 0.0) -> None:
     """Fill ``line`` from one row of probabilities: the likeliest digit and its probability,
     flagged for review below the threshold; or "not a digit" when the model's eleventh
-    class wins (the line keeps no digit: a guess would be read as an answer)."""
-    best = int(p[:NOT_A_DIGIT].argmax())
-    if len(p) > NOT_A_DIGIT and p[NOT_A_DIGIT] > p[best]:
+    class wins above ``not_digit_above`` (``read_answers``; the line then keeps no digit: a
+    guess would be read as an answer)."""
+    digit, confidence = read_answers(np.asarray(p)[None], not_digit_above)
+    write_answer(line, int(digit[0]), float(confidence[0]), p, review_below)
+
+
+def write_answer(line: dict, digit: int, confidence: float, p, review_below: float) -> None:
+    if digit < 0:
         line["error"] = str(NotADigit(f"probability {float(p[NOT_A_DIGIT]):.3f}"))
         return
-    line["digit"] = best
-    line["confidence"] = round(float(p[best]), 6)
-    line["review"] = bool(p[best] < review_below)
+    line["digit"] = digit
+    line["confidence"] = round(confidence, 6)
+    line["review"] = confidence < review_below
 
 
 def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
@@ -105,6 +112,7 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
         probs = classifier.predict(np.stack(digits))
         if observe is not None:
             observe("model", time.perf_counter() - t0)
-        for line, p in zip(ok, probs):
-            read_probs(line, p, review_below)
+        digit, confidence = read_answers(probs, classifier.not_digit_above)
+        for line, p, d, c in zip(ok, probs, digit.tolist(), confidence.tolist()):
+            write_answer(line, d, c, p, review_below)
     return results

@@ -81,6 +81,9 @@ class Classifier:
         # setting if given, else the threshold the card chose from the error-reject curve.
         self.review_below = float(self.card.get("review_below", 0.0) if review_below is None
                                   else review_below)
+        # "not a digit" only above this probability of that class (0 on older cards: the
+        # plain argmax); see digitscan.contract.read_answers.
+        self.not_digit_above = float(self.card.get("not_digit_above", 0.0))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
