@@ -38,10 +38,3 @@ def test_populations_are_deterministic_and_decodable(mnist):
         image = Image.open(io.BytesIO(data))
         assert image.format in ("JPEG", "PNG") and min(image.size) >= 8
         assert np.asarray(image.convert("L")).std() > 5  # something is written there
-
-
-def test_training_negatives_leave_out_letters_the_cleanup_turns_into_a_1():
-    """i and j lose their dot to the speck removal; what is left is a serifed 1 in Bookman-
-    like faces, so training must not call it "not a digit". The test population keeps them."""
-    assert not set("OoIlij") & set(cells.TRAIN_LETTERS)
-    assert set("ij") <= set(cells.LETTERS) and set(cells.TRAIN_LETTERS) < set(cells.LETTERS)

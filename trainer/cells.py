@@ -46,11 +46,6 @@ EXCLUDED_FAMILIES = ("Standard Symbols PS", "D050000L", "DejaVu Math TeX Gyre", 
 # Letters that are a digit in many typefaces (O/0, I/l/1) are not asked to be told apart.
 LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZabcdefhijkmnprtuvwxy"
 AMBIGUOUS_LETTERS = "OoIlSsZzBbGgq"
-# Training leaves out i and j as well: the cleanup drops their dot as a speck, and what is
-# left is the serifed stroke that is a 1 in Bookman- or Garamond-like faces. Taught as "not
-# a digit", they made the model call such 1s "not a digit" (20 of the 29 printed digits it
-# did so for, on a 3,000-cell set). The test population keeps them: a user's cells have them.
-TRAIN_LETTERS = LETTERS.replace("i", "").replace("j", "")
 # Symbols that are a digit in some hand or face are left out, as O, I and l are: a bar, a
 # slash, brackets, ! and ' come out of the cell cleanup as a 1, and a degree sign as a 0.
 # Taught as "not a digit", they taught the model that a plain upright stroke is not a 1.

@@ -25,7 +25,7 @@ from digitscan.worker.imaging import prepare
 
 log = logging.getLogger(__name__)
 
-VERSION = 4  # bump when cells.py or the worker's normalisation changes what a set holds
+VERSION = 3  # bump when cells.py or the worker's normalisation changes what a set holds
 BLOCK = 500  # cells per parallel task
 
 
@@ -45,7 +45,7 @@ def _render_block(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     elif kind == "printed":
         raw, ys = cells.printed_cells(fonts, n, seed)
     else:
-        raw, _ = cells.negative_cells(fonts, digits, n, seed, letters=cells.TRAIN_LETTERS)
+        raw, _ = cells.negative_cells(fonts, digits, n, seed)
         ys = np.full(n, cells.NOT_A_DIGIT)
     xs, keep = [], []
     for data, y in zip(raw, ys):
