@@ -111,6 +111,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
     resolve_providers(settings.provider)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="digitscan-scan-")))
+        server = None
         if broker is None:
             server = stack.enter_context(EmbeddedRedis(tmp / "redis"))
             broker = server.url
@@ -131,6 +132,11 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         seconds = time.perf_counter() - t0
         interrupts.check()  # stopped: no results file, not even a complete one
         count = drain.write(out)
+        if server is not None:
+            # Every result is written and the queue lives in this scan's own Redis: nothing
+            # is in flight that a warm shutdown could save (it took 2.6 of a 10-image scan's
+            # 3.8 s).
+            pool.stop(warm=False)
         errors, review, not_digits, labelled, correct = score(drain.lines(), label_of)
         if report:
             reader = SourceReader(settings.max_image_bytes)
