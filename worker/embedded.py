@@ -216,6 +216,7 @@ class LocalWorkers:
         # Children of a killed parent may linger in the group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()  # reaped, killed or not: no zombie, no ResourceWarning
         self._log.close()
         self.proc = None
 
