@@ -88,8 +88,9 @@ def _group(bundle: str, out: str, group: list, device: str = "cuda", smoke: bool
         mnist = Mnist(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64), z["tx"], z["ty"],
                       source="bench.gpu_train bundle")
         parts = {k: z[k] for k in z.files if k not in ("mx", "my")}
-    sets = [(parts[f"s{k}x"], parts[f"s{k}y"]) for k in range(sum(k.endswith("x") and k[0] == "s"
-                                                                   for k in parts))]
+    sets = []  # s0x/s0y, s1x/s1y, ...: as many cell sets as pack stored
+    while f"s{len(sets)}x" in parts:
+        sets.append((parts[f"s{len(sets)}x"], parts[f"s{len(sets)}y"]))
     for name, overrides in group:
         need = overrides.get("cell_sets", 1)
         if need > len(sets):

@@ -84,7 +84,6 @@ def default_model(provider: str = "auto", folder: str | Path | None = None) -> s
     return str(int8 if int8_stands_in(int8) else fp32)
 
 
-
 @dataclass(frozen=True)
 class Settings:
     broker_url: str = "redis://localhost:6379/0"
