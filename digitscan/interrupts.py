@@ -4,12 +4,16 @@ What `timeout`, CI, systemd, docker (SIGTERM) and a closed terminal (SIGHUP) sen
 like Ctrl-C, so everything a command started is stopped and cleaned up. The handler raises
 ``Stopped`` in the main thread, but Python drops an exception raised while a finaliser
 (``__del__``, a weakref callback) runs, and then the command would go on as if no signal
-had come: so the signal is also remembered, and long loops call ``check()``.
+had come: so the signal is also remembered, and long loops call ``check()``. Python also
+prints such a dropped exception with its traceback ("Exception ignored in ..."): a signal
+that lands while Celery's ``AsyncResult.__del__`` unsubscribes is not a bug, so ``install``
+keeps those quiet and leaves every other unraisable exception to the default hook.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 
 _received: int | None = None
 
@@ -26,10 +30,17 @@ def _stop(signum, _frame) -> None:
     raise Stopped(signum)
 
 
+def _unraisable(unraisable) -> None:
+    # Only our own Stopped is silenced: it is remembered in _received and raised by check().
+    if not isinstance(unraisable.exc_value, Stopped):
+        sys.__unraisablehook__(unraisable)
+
+
 def install() -> None:
     """Turn SIGTERM and SIGHUP into ``Stopped`` in this process (the CLI's main thread)."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
+    sys.unraisablehook = _unraisable
 
 
 def received() -> int | None:
