@@ -1,4 +1,4 @@
-"""SIGTERM and SIGHUP stop a command the way Ctrl-C does.
+"""SIGTERM and SIGHUP stop a command the way Ctrl-C does, and none of them is lost.
 
 What `timeout`, CI, systemd, docker (SIGTERM) and a closed terminal (SIGHUP) send unwinds
 like Ctrl-C, so everything a command started is stopped and cleaned up. The handler raises
@@ -37,9 +37,14 @@ def _unraisable(unraisable) -> None:
 
 
 def install() -> None:
-    """Turn SIGTERM and SIGHUP into ``Stopped`` in this process (the CLI's main thread)."""
+    """Turn SIGTERM, SIGHUP and Ctrl-C into ``Stopped`` in this process (the CLI's main
+    thread). Ctrl-C too: Python's own KeyboardInterrupt is as easily dropped by a finaliser,
+    and then a scan would finish as if nobody had pressed it. Where SIGINT was ignored when
+    Python started (a shell's background job), it stays ignored, as Python leaves it."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop)
     sys.unraisablehook = _unraisable
 
 
