@@ -68,3 +68,33 @@ def test_a_published_chunk_holds_its_images_in_base64_once(redis_url):
     (stored,) = redis.Redis.from_url(redis_url).lrange("bytes-test", 0, -1)
     ratio = len(stored) / sum(map(len, images))
     assert 1.33 < ratio < 1.40, ratio
+
+
+def test_publishing_a_chunk_subscribes_to_nothing(redis_url):
+    """The task writes its results itself; Celery's result channel for a chunk would only
+    cost a SUBSCRIBE when it is sent and an UNSUBSCRIBE when its AsyncResult is collected."""
+    import gc
+
+    import redis
+
+    from digitscan.worker.celeryapp import make_app
+    from digitscan.worker.client import publish
+    from digitscan.worker.messages import Chunk, Item
+    from digitscan.worker.settings import Settings
+
+    client = redis.Redis.from_url(redis_url)
+    settings = Settings(broker_url=redis_url, result_backend=redis_url, queue="subscribe-test")
+    app = make_app(settings)
+
+    def subscribes() -> int:  # the server is the session's: count this test's calls only
+        stats = client.info("commandstats")
+        return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("subscribe", "unsubscribe"))
+
+    before = subscribes()
+    for n in range(3):
+        publish(app, settings.queue, Chunk("cd" * 16, n, (Item(0, "0.png", data=b"x"),)).to_message())
+    gc.collect()
+    assert client.llen("subscribe-test") == 3  # the test sees what it checks: all were sent
+    assert subscribes() == before
+    app.close()
+    client.delete("subscribe-test")

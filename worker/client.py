@@ -249,7 +249,10 @@ def _absolute(given: str) -> str:
 
 def publish(app, queue: str, message: dict) -> None:
     """Send one chunk's message; its task id is ``job:chunk``, whoever sends it."""
-    app.send_task(TASK_NAME, args=[message], queue=queue,
+    # ignore_result: the task writes its results per image, and Celery's own result is never
+    # stored (task_ignore_result); without it, send_task SUBSCRIBEs to the chunk's result
+    # channel and the AsyncResult's finaliser UNSUBSCRIBEs: two round trips a chunk for nothing.
+    app.send_task(TASK_NAME, args=[message], queue=queue, ignore_result=True,
                   task_id=task_id(message["job"], message["chunk"]))
 
 
