@@ -2,8 +2,9 @@
 
     python -m bench.stage_bench [--data data] [--cells 500]
 
-decode (Pillow, through the worker's allowlist and caps) and cleanup + normalisation on each
-population of ``digitscan.export.populations``; the shipped model, fp32 and int8, at a
+decode (as the worker does it: allowlist and caps from Pillow's reading of the header, then
+the pixels by OpenCV or Pillow) and cleanup + normalisation on each population of
+``digitscan.export.populations``; the shipped model, fp32 and int8, at a
 chunk's batch (256) on one onnxruntime thread; and the messages' own CPU work per image in a
 chunk of 256 MNIST PNGs (the client's encoding of the chunk, the worker's decoding of it, and
 the worker's encoding of its 256 result lines), without Redis.
@@ -22,7 +23,7 @@ import onnxruntime as ort
 from digitscan.errors import ImageError
 from digitscan.export.populations import population
 from digitscan.trainer.data import load_mnist
-from digitscan.worker.imaging import decode, normalize
+from digitscan.worker.imaging import decode_array, normalize
 from digitscan.worker.messages import Chunk, Item
 from digitscan.worker.results import result_line
 
@@ -63,8 +64,8 @@ def main() -> None:
     print(f"{'population':<10} {'decode':>8} {'cleanup+normalise':>18}  (µs per image, one core)")
     for name in ("mnist", "form", "boxed", "printed", "negative"):
         cells, _ = population(name, mnist, args.cells, seed=11)
-        images = [decode(c) for c in cells]
-        print(f"{name:<10} {per_item(decode, cells):>8.0f} {per_item(_normalize, images):>18.0f}",
+        images = [decode_array(c) for c in cells]
+        print(f"{name:<10} {per_item(decode_array, cells):>8.0f} {per_item(_normalize, images):>18.0f}",
               flush=True)
     digits = mnist.test_images[:BATCH]
     for variant in ("digits.onnx", "digits.int8.onnx"):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
 from digitscan.trainer.cells import form_cell, form_cells
-from digitscan.worker.imaging import decode, normalize, prepare
+from digitscan.worker.imaging import decode, decode_array, normalize, prepare
 from digitscan.worker.model import Classifier
 from digitscan.worker.settings import Limits
 
@@ -119,6 +119,55 @@ def test_pixel_cap_is_checked_from_the_header_before_decoding():
         prepare(forged)
     with pytest.raises(ImageTooLarge, match="3000x3000 = 9000000 pixels"):
         prepare(encode(Image.new("L", (3000, 3000), 255)), Limits(max_pixels=4_000_000))
+
+
+def _variants(mnist) -> dict[str, bytes]:
+    """Files the OpenCV decoding takes (8-bit grey or RGB PNG and JPEG) and files it must
+    leave to Pillow (other bit depths, palettes, alpha, CMYK, other formats, big JPEGs)."""
+    rng = np.random.default_rng(0)
+    digit = paper_digit(mnist).resize((60, 50))
+    tinted = Image.fromarray((np.asarray(digit.convert("RGB")) * [1.0, 0.9, 0.7]).astype(np.uint8))
+    noisy = Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90": Pillow does not apply it, so neither may OpenCV
+    return {
+        "png L": encode(digit), "png RGB": encode(tinted), "png RGB noise": encode(noisy),
+        "png interlaced": encode(digit, interlace=True),
+        "jpeg L": encode(digit, "JPEG", quality=70), "jpeg RGB": encode(tinted, "JPEG"),
+        "jpeg RGB 4:4:4": encode(noisy, "JPEG", subsampling=0, quality=95),
+        "jpeg progressive": encode(tinted, "JPEG", progressive=True),
+        "jpeg EXIF rotated": encode(tinted, "JPEG", exif=exif),
+        "jpeg big (drafted)": encode(digit.resize((1200, 1000)), "JPEG"),
+        "png 4-bit": encode(digit.quantize(16).convert("L"), bits=4),
+        "png palette": encode(tinted.convert("P")), "png RGBA": encode(tinted.convert("RGBA")),
+        "png 16-bit": encode(digit.convert("I;16")), "png 1-bit": encode(digit.convert("1")),
+        "jpeg CMYK": encode(tinted.convert("CMYK"), "JPEG"), "bmp": encode(digit, "BMP"),
+        "webp": encode(tinted, "WEBP", lossless=True),
+    }
+
+
+def test_decode_array_gives_pillows_pixels(mnist, monkeypatch):
+    import cv2
+
+    by_opencv = []
+    imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: by_opencv.append(name) or imdecode(*a))
+    for name, data in _variants(mnist).items():
+        a, b = decode_array(data), np.asarray(decode(data))
+        assert a.dtype == np.uint8 and a.shape == b.shape and np.array_equal(a, b), name
+    # The test sees both paths: OpenCV's for 8-bit grey and RGB PNG and JPEG up to 512 px.
+    assert by_opencv == [n for n in _variants(mnist) if n.split()[0] in ("png", "jpeg")
+                         and n.split()[1] in ("L", "RGB", "interlaced", "progressive", "EXIF")]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_broken_file_is_named_by_either_decoding(mnist, fmt):
+    data = encode(paper_digit(mnist).convert("RGB").resize((200, 200)), fmt)  # header < half
+    for broken in (data[: len(data) // 2], data[:-40] + bytes(40)):
+        with pytest.raises(CorruptImage):
+            decode_array(broken)
+        with pytest.raises(CorruptImage):
+            prepare(broken)
 
 
 def test_byte_cap():

@@ -40,6 +40,9 @@ from digitscan.worker.settings import Limits
 # One image is far too small to split across threads, and the pool already runs one
 # process per core: OpenCV's own thread pool would only oversubscribe them.
 cv2.setNumThreads(1)
+# A file OpenCV cannot decode takes Pillow's path, which says what is wrong with it;
+# OpenCV's own warning about it would only be noise in the worker's log.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 # Pillow format ids that we decode. TIFF and GIF: first page/frame only.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP", "PPM")
@@ -85,34 +88,15 @@ def _describe_refused(data: bytes) -> str | None:
     return None
 
 
-def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
-    """Decode image bytes to an 8-bit 'L' or 'RGB' image (ink on paper, as given)."""
-    if not data:
-        raise CorruptImage("empty file")
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_bytes}")
-    refused = _describe_refused(data)
-    if refused:
-        raise UnsupportedFormat(f"{refused} is not accepted; use "
-                                f"{', '.join(ALLOWED_FORMATS)}")
+@contextlib.contextmanager
+def _pillow_errors():
+    """Every way Pillow fails on untrusted bytes, as one ``ImageError`` kind each."""
     with warnings.catch_warnings():
         # Pillow warns about odd metadata (EXIF, TIFF tags); that is no reason to refuse.
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = im.size
-            if width * height > limits.max_pixels:
-                raise ImageTooLarge(f"{width}x{height} = {width * height} pixels; the limit is "
-                                    f"{limits.max_pixels}")
-            if width < 1 or height < 1:
-                raise CorruptImage(f"{width}x{height} has no pixels")
-            if im.format == "JPEG":
-                # Let libjpeg scale down while decoding: big photos of a digit decode fast.
-                im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
-            im.seek(0)
-            im.load()
-            return to_paper(im)
+            yield
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -125,6 +109,71 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
             # user each one means the same thing.
             raise CorruptImage(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                                ) from None
+
+
+def _open(data: bytes, limits: Limits) -> Image.Image:
+    """The checks, and Pillow's reading of the header: no pixel is decoded yet."""
+    if not data:
+        raise CorruptImage("empty file")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_bytes}")
+    refused = _describe_refused(data)
+    if refused:
+        raise UnsupportedFormat(f"{refused} is not accepted; use "
+                                f"{', '.join(ALLOWED_FORMATS)}")
+    with _pillow_errors():
+        im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = im.size
+        if width * height > limits.max_pixels:
+            raise ImageTooLarge(f"{width}x{height} = {width * height} pixels; the limit is "
+                                f"{limits.max_pixels}")
+        if width < 1 or height < 1:
+            raise CorruptImage(f"{width}x{height} has no pixels")
+        return im
+
+
+def _load(im: Image.Image) -> Image.Image:
+    with _pillow_errors():
+        if im.format == "JPEG":
+            # Let libjpeg scale down while decoding: big photos of a digit decode fast.
+            im.draft(im.mode, (WORK_SIDE, WORK_SIDE))
+        im.seek(0)
+        im.load()
+        return to_paper(im)
+
+
+def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """Decode image bytes to an 8-bit 'L' or 'RGB' image (ink on paper, as given)."""
+    return _load(_open(data, limits))
+
+
+# What OpenCV decodes to exactly the pixels Pillow gives (the same libpng and libjpeg-turbo
+# underneath), by (format, Pillow's mode, its raw mode): 8-bit grey or RGB PNG and JPEG.
+_OPENCV_READS = {
+    ("PNG", "L", "L"): cv2.IMREAD_GRAYSCALE,
+    ("PNG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
+    ("JPEG", "L", "L"): cv2.IMREAD_GRAYSCALE,
+    ("JPEG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
+}
+
+
+def decode_array(data: bytes, limits: Limits = Limits()) -> np.ndarray:
+    """``decode`` as a uint8 array ([h, w] or [h, w, 3]). Nearly every scan is an 8-bit grey
+    or RGB PNG or JPEG: after Pillow's checks of its header, OpenCV decodes those straight
+    into the array, the same pixels without Pillow's Python-side JPEG parsing and the copy
+    out of a Pillow image (a form cell 153 -> 110 us, an MNIST PNG 37 -> 21 us). EXIF
+    orientation is ignored, as Pillow does. Anything else, and any file OpenCV will not
+    decode whole, takes Pillow's path, which names what is wrong with it. (libjpeg-turbo
+    itself reports a corrupt but readable JPEG on stderr, the worker's log.)"""
+    im = _open(data, limits)
+    rawmode = im.tile[0].args if im.tile else None
+    rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
+    flag = _OPENCV_READS.get((im.format, im.mode, rawmode))
+    if flag is not None and max(im.size) <= WORK_SIDE:
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+        if a is not None and a.shape[:2] == (im.height, im.width):
+            return a
+    return np.asarray(_load(im))
 
 
 def to_paper(im: Image.Image) -> Image.Image:
@@ -461,9 +510,9 @@ def prepare(data: bytes, limits: Limits = Limits(),
     ``observe`` gets the seconds spent in "decode" and "normalise" (cleanup included)."""
     with time_bound(limits.timeout_s):
         if observe is None:
-            return normalize(decode(data, limits))
+            return normalize(decode_array(data, limits))
         t0 = time.perf_counter()
-        image = decode(data, limits)
+        image = decode_array(data, limits)
         t1 = time.perf_counter()
         field = normalize(image)
         observe("decode", t1 - t0)
