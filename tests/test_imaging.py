@@ -139,7 +139,11 @@ def _variants(mnist) -> dict[str, bytes]:
         "jpeg EXIF rotated": encode(tinted, "JPEG", exif=exif),
         "jpeg big (drafted)": encode(digit.resize((1200, 1000)), "JPEG"),
         "png 4-bit": encode(digit.quantize(16).convert("L"), bits=4),
-        "png palette": encode(tinted.convert("P")), "png RGBA": encode(tinted.convert("RGBA")),
+        "png palette": encode(tinted.convert("P")),
+        "png palette 16 colours": encode(tinted.quantize(16), bits=4),
+        "png 2-colour palette": encode(digit.convert("1").convert("P"), bits=1),
+        "png palette transparent": encode(tinted.convert("P"), transparency=0),
+        "png RGBA": encode(tinted.convert("RGBA")),
         "png 16-bit": encode(digit.convert("I;16")), "png 1-bit": encode(digit.convert("1")),
         "jpeg CMYK": encode(tinted.convert("CMYK"), "JPEG"), "bmp": encode(digit, "BMP"),
         "webp": encode(tinted, "WEBP", lossless=True),
@@ -157,7 +161,8 @@ def test_decode_array_gives_pillows_pixels(mnist, monkeypatch):
         assert a.dtype == np.uint8 and a.shape == b.shape and np.array_equal(a, b), name
     # The test sees both paths: OpenCV's for 8-bit grey and RGB PNG and JPEG up to 512 px.
     assert by_opencv == [n for n in _variants(mnist) if n.split()[0] in ("png", "jpeg")
-                         and n.split()[1] in ("L", "RGB", "interlaced", "progressive", "EXIF")]
+                         and n.split()[1] in ("L", "RGB", "interlaced", "progressive", "EXIF")
+                         or "palette" in n and "transparent" not in n]
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

@@ -148,10 +148,12 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
 
 
 # What OpenCV decodes to exactly the pixels Pillow gives (the same libpng and libjpeg-turbo
-# underneath), by (format, Pillow's mode, its raw mode): 8-bit grey or RGB PNG and JPEG.
+# underneath), by (format, Pillow's mode, its raw mode): 8-bit grey or RGB PNG and JPEG, and
+# palette PNG (Pillow's to_paper makes it RGB; with a transparent entry it is Pillow's).
 _OPENCV_READS = {
     ("PNG", "L", "L"): cv2.IMREAD_GRAYSCALE,
     ("PNG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
+    **{("PNG", "P", raw): cv2.IMREAD_COLOR_RGB for raw in ("P", "P;4", "P;2", "P;1")},
     ("JPEG", "L", "L"): cv2.IMREAD_GRAYSCALE,
     ("JPEG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
 }
@@ -169,7 +171,7 @@ def decode_array(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     rawmode = im.tile[0].args if im.tile else None
     rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
     flag = _OPENCV_READS.get((im.format, im.mode, rawmode))
-    if flag is not None and max(im.size) <= WORK_SIDE:
+    if flag is not None and max(im.size) <= WORK_SIDE and "transparency" not in im.info:
         a = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
         if a is not None and a.shape[:2] == (im.height, im.width):
             return a
