@@ -37,6 +37,13 @@ def test_celery_config_is_safe_by_default():
     assert conf["result_expires"] > 0 and conf["broker_connection_retry_on_startup"]
 
 
+def test_task_events_are_on_unless_turned_off():
+    conf = celery_config(Settings())
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]  # Flower sees tasks
+    off = celery_config(Settings.from_env({"DIGITSCAN_TASK_EVENTS": "0"}))
+    assert not off["worker_send_task_events"] and not off["task_send_sent_event"]
+
+
 def test_redact_hides_passwords():
     assert redact("redis://user:s3cret@host:6380/0") == "redis://user:***@host:6380/0"
     assert "s3cret" not in redact("rediss://:s3cret@host/0")

@@ -55,7 +55,8 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": settings.queue,
         "task_routes": {TASK_NAME: {"queue": settings.queue}},
         "task_ignore_result": True,  # results are written per image by the task itself
-        "worker_send_task_events": True,  # for Flower
-        "task_send_sent_event": True,
+        # For Flower and `celery events`; off where no one can watch (Settings.task_events).
+        "worker_send_task_events": bool(settings.task_events),
+        "task_send_sent_event": bool(settings.task_events),
         "worker_hijack_root_logger": False,
     }

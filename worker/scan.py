@@ -118,7 +118,8 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         # A queue of its own: on a shared broker, other workers (other models) on the
         # default queue must not answer this scan's chunks.
         settings = replace(settings, broker_url=broker, result_backend="",
-                           concurrency=workers, queue=f"digitscan-scan-{uuid.uuid4().hex[:12]}")
+                           concurrency=workers, queue=f"digitscan-scan-{uuid.uuid4().hex[:12]}",
+                           task_events=settings.task_events if server is None else 0)
         store = connect(settings)
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
         pool.wait_ready()

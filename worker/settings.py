@@ -119,6 +119,11 @@ class Settings:
     tls_ca: str = ""
     # Serve Prometheus metrics for this worker's whole pool on this port (0: none).
     metrics_port: int = 0
+    # Celery task events (sent, received, started, succeeded: what Flower and `celery
+    # events` show), 1 or 0. A scan's own workers on its own Redis send none: nobody can
+    # watch them, and each event is a publish to Redis (3.6 % of the CPU samples of a scan of
+    # 60,000 PNGs; its wall time moved less than the noise).
+    task_events: int = 1
 
     def __post_init__(self) -> None:
         check_device(self.provider, "provider")
