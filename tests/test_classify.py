@@ -63,6 +63,37 @@ def test_good_and_bad_items_each_get_one_line_and_one_batch(mnist, tmp_path):
     assert {x["model"] for x in lines} == {"stub-sha"} and {x["job"] for x in lines} == {JOB}
 
 
+def test_a_stuck_image_times_out_alone(mnist, monkeypatch):
+    """Each image keeps its own bound inside the chunk's one handler: the stuck one gets
+    its error, the images after it are read, and the handler before is back at the end."""
+    import signal
+    import time
+
+    from digitscan.worker import imaging
+
+    normalize = imaging.normalize
+
+    def stuck_on_blank(image):  # stands for a decoder stuck on hostile input
+        while np.asarray(image).min() == 255:
+            time.sleep(0.01)
+        return normalize(image)
+
+    monkeypatch.setattr(imaging, "normalize", stuck_on_blank)
+    before = signal.getsignal(signal.SIGALRM)
+    items = (Item(0, "a.png", data=png(255 - mnist.test_images[0])),
+             Item(1, "stuck.png", data=png(np.full((28, 28), 255, np.uint8))),
+             Item(2, "b.png", data=png(255 - mnist.test_images[1])),
+             Item(3, "stuck2.png", data=png(np.full((30, 30), 255, np.uint8))),
+             Item(4, "c.png", data=png(255 - mnist.test_images[2])))
+    clf = StubClassifier()
+    lines = classify_chunk(Chunk(JOB, 0, items), clf, Limits(timeout_s=0.1))
+    assert [line["error"] for line in lines[1::2]] == [
+        "image took too long: more than 0.1 s to decode and normalise"] * 2
+    assert all(line["error"] is None for line in lines[::2]) and clf.batches == [3]
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 def test_storage_this_worker_cannot_see_is_its_fault_not_the_images(tmp_path):
     """A folder that is not there (shared storage not mounted on this worker) raises, so
     the chunk goes back to the queue for a worker that can read it; a file that changed

@@ -258,6 +258,29 @@ def test_time_bound_interrupts_slow_work_and_restores_the_alarm():
         pass  # 0: unbounded
 
 
+def test_time_bounds_holds_one_handler_for_many_bounds():
+    import signal
+    import time
+
+    from digitscan.errors import ImageTimeout
+    from digitscan.worker.imaging import time_bound, time_bounds
+
+    before = signal.getsignal(signal.SIGALRM)
+    with time_bounds(0.05):
+        held = signal.getsignal(signal.SIGALRM)
+        assert held is not before  # the test sees what it checks: the handler is in place
+        for _ in range(3):  # each bound still expires on its own, and leaves the handler
+            with pytest.raises(ImageTimeout, match="more than 0.05 s"), time_bound(0.05):
+                while True:
+                    time.sleep(0.01)
+            assert signal.getsignal(signal.SIGALRM) is held
+            assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        with time_bound(5):  # another bound installs its own, and gives the held one back
+            assert signal.getsignal(signal.SIGALRM) is not held
+        assert signal.getsignal(signal.SIGALRM) is held
+    assert signal.getsignal(signal.SIGALRM) is before
+
+
 # ------------------------------------------------------------------ cell cleanup, hand-made
 
 

@@ -22,7 +22,7 @@ from digitscan.errors import (
     UnreadableImage,
 )
 from digitscan.worker import storage
-from digitscan.worker.imaging import prepare
+from digitscan.worker.imaging import prepare, time_bounds
 from digitscan.worker.messages import Chunk
 from digitscan.worker.results import result_line
 from digitscan.worker.settings import Limits
@@ -92,21 +92,22 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
     each stage's seconds (read, decode, normalise per image; model per chunk)."""
     review_below = classifier.review_below if chunk.review_below is None else chunk.review_below
     results, digits, ok = [], [], []
-    for item in chunk.items:
-        line = result_line(chunk.job, item.index, item.source, classifier.sha256)
-        try:
-            if item.path is None:
-                data = item.data
-            else:
-                t0 = time.perf_counter()
-                data = read_path(item.path, limits, item.size)
-                if observe is not None:
-                    observe("read", time.perf_counter() - t0)
-            digits.append(prepare(data, limits, observe))
-            ok.append(line)
-        except ImageError as exc:
-            line["error"] = str(exc)
-        results.append(line)
+    with time_bounds(limits.timeout_s):  # each image's own bound, one handler for them all
+        for item in chunk.items:
+            line = result_line(chunk.job, item.index, item.source, classifier.sha256)
+            try:
+                if item.path is None:
+                    data = item.data
+                else:
+                    t0 = time.perf_counter()
+                    data = read_path(item.path, limits, item.size)
+                    if observe is not None:
+                        observe("read", time.perf_counter() - t0)
+                digits.append(prepare(data, limits, observe))
+                ok.append(line)
+            except ImageError as exc:
+                line["error"] = str(exc)
+            results.append(line)
     if digits:
         t0 = time.perf_counter()
         probs = classifier.predict(np.stack(digits))

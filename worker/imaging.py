@@ -59,24 +59,64 @@ FIT_BOX = 20
 FIELD = 28
 
 
+# The bound whose SIGALRM handler ``time_bounds`` has installed, if any.
+_installed: float | None = None
+
+
+def _expire(seconds: float):
+    def expire(signum, frame):
+        raise ImageTimeout(f"more than {seconds:g} s to decode and normalise")
+
+    return expire
+
+
+def _bounded() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def time_bound(seconds: float):
     """Raise ImageTimeout in this thread after ``seconds``. Uses SIGALRM, so it bounds only
     the main thread (where Celery's prefork and solo pools run tasks); Pillow decodes in
-    blocks and the alarm lands between them."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+    blocks and the alarm lands between them. The handler is installed here and the one
+    before restored, unless an enclosing ``time_bounds`` holds it already."""
+    if seconds <= 0:
         yield
         return
-
-    def expire(signum, frame):
-        raise ImageTimeout(f"more than {seconds:g} s to decode and normalise")
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    if _installed == seconds and _bounded():  # inside time_bounds(seconds)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        return
+    if not _bounded():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _expire(seconds))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def time_bounds(seconds: float):
+    """Hold the handler of ``time_bound(seconds)`` for every bound inside (a chunk's
+    images), and restore the one before once at the end: installing and restoring it for
+    each image took ~5 us, 6 % of a worker's time on MNIST-sized PNGs."""
+    global _installed
+    if seconds <= 0 or _installed is not None or not _bounded():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _expire(seconds))
+    _installed = seconds
+    try:
+        yield
+    finally:
+        _installed = None
         signal.signal(signal.SIGALRM, previous)
 
 
