@@ -329,11 +329,42 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | N
         # is no run, and the dilation (the other half of the cost) is skipped.
         core = cv2.erode(cv2.dilate(rows[start : start + reach], k_across), k_along)
         if cv2.countNonZero(core):
-            runs[start : start + reach][keep] = cv2.dilate(core, k_along)[keep]
+            found = cv2.bitwise_and(cv2.dilate(core, k_along), rows[start : start + reach])
+            runs[start : start + reach][keep] = _own_band(found)[keep]
     runs = cv2.bitwise_and(runs, rows)
     if not cv2.countNonZero(runs):
         return None
     return runs if horizontal else cv2.transpose(runs)
+
+
+def _own_band(runs: np.ndarray) -> np.ndarray:
+    """The pixels of horizontal ``runs`` that are the rule itself. The thickening that lets a
+    tilted rule be found also takes in any ink that touches it along its length: a 7's bar
+    just under the top of its box, a 2's base on the bottom rule, a stem along a wall. In
+    each column the rule is as thick as in its thinner quarter (a bar can cover half its
+    length); where it is thicker, only the rows within that thickness of its centre line
+    (as the columns with nothing else on them place it, tilt included) are the rule, and
+    the rest is left to the digit."""
+    counts = cv2.reduce(runs, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
+    cols = np.flatnonzero(counts)
+    if len(cols) < 8:
+        return runs
+    inked = counts[cols]
+    quarter = len(inked) // 4
+    thickness = float(np.partition(inked, quarter)[quarter])
+    wide = inked > thickness + 1
+    n_wide = int(np.count_nonzero(wide))
+    if not n_wide or len(inked) - n_wide < quarter:
+        return runs  # nothing on the rule; or no line to go by (two rules in one band)
+    clean, dirty = cols[~wide], cols[wide]
+    rows = np.arange(runs.shape[0], dtype=np.float32)
+    centre = (rows @ runs)[clean] / (255.0 * counts[clean])
+    line = np.interp(dirty, clean, centre)
+    sub = runs[:, dirty]
+    sub[np.abs(rows[:, None] - line) > thickness / 2 + 0.5] = 0
+    runs = runs.copy()
+    runs[:, dirty] = sub
+    return runs
 
 
 def rules_of(mask: np.ndarray) -> np.ndarray:
