@@ -376,6 +376,30 @@ def test_a_digit_crossing_its_border_keeps_its_strokes(mnist):
     assert rows.max() - rows.min() >= 19  # full height: the crossings were bridged
 
 
+@pytest.mark.parametrize("wall", ["left", "right"])
+def test_a_digit_written_against_its_wall_leaves_the_box(mnist, wall):
+    """Most of a digit that touches a side of its box lies near that side, not well inside
+    the box; it is still one piece, which a 0 taken for a box (its corner arcs) is not."""
+    for i in range(10):
+        digit = mnist.test_images[i]
+        ys, xs = np.nonzero(digit > 40)
+        ink = np.asarray(Image.fromarray(digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+                         .resize((36, 60)), np.float32) / 255
+        x = 9 if wall == "left" else 91 - 36  # the digit's ink reaches over the wall
+        cells = []
+        for box in (False, True):
+            paper = np.full((100, 100), 255.0, np.float32)
+            if box:
+                for r in (8, 90):
+                    paper[r : r + 2, 8:92] = 0
+                paper[8:92, 8:10] = paper[8:92, 90:92] = 0
+            paper[20:80, x : x + 36] *= 1 - ink
+            cells.append(normalize(Image.fromarray(paper.astype(np.uint8))).astype(int))
+        # Where the digit lies on the wall it loses a little ink with it (up to 14 here); with
+        # the box left in, 38-39.
+        assert np.abs(cells[1] - cells[0]).mean() < 18, (i, wall)
+
+
 @pytest.mark.parametrize("bar", [3, 6])
 @pytest.mark.parametrize("side", ["top", "bottom"])
 def test_a_bar_resting_on_a_rule_stays_with_the_digit(side, bar):

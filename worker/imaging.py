@@ -399,16 +399,19 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
 
 def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
     """True if what is left without ``box`` lies mostly well inside it (or nothing is left),
-    as a digit in its box does; a thick 0 taken for a box leaves only its corner arcs."""
+    or is mostly one piece, as a digit in its box is, even one written against a wall; a
+    thick 0 taken for a box leaves only its corner arcs, apart, near the box's sides."""
     rest = cv2.bitwise_and(mask, cv2.bitwise_not(box))
     total = cv2.countNonZero(rest)
     if total <= 0.1 * cv2.countNonZero(box):
         return True  # nothing, or the box's own corner pixels: an empty box
-    ys, xs = np.nonzero(box)
-    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
-    m = max(2, int(0.15 * min(y1 - y0, x1 - x0)))
-    inside = cv2.countNonZero(rest[y0 + m : y1 - m + 1, x0 + m : x1 - m + 1])
-    return inside >= 0.6 * total
+    x0, y0, bw, bh = cv2.boundingRect(box)
+    m = max(2, int(0.15 * min(bh - 1, bw - 1)))
+    inside = cv2.countNonZero(rest[y0 + m : y0 + bh - m, x0 + m : x0 + bw - m])
+    if inside >= 0.6 * total:
+        return True
+    _, _, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
+    return stats[1:, cv2.CC_STAT_AREA].max() >= 0.6 * total
 
 
 def _level(a: np.ndarray, exclude: np.ndarray) -> int:
