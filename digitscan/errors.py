@@ -24,7 +24,8 @@
         ├── CorruptArchive
         ├── EmptyArchive
         ├── DeadLettered           its chunk killed its worker on every delivery
-        └── NotADigit              the cell holds something, but no digit (a letter, a mark)
+        ├── NotADigit              the cell holds something, but no digit (a letter, a mark)
+        └── ProcessingFailed       a bug met on this image: its neighbours are still read
 
 Messages name the bad value, what was expected and what to do.
 """
@@ -153,3 +154,7 @@ class DeadLettered(ImageError):
 
 class NotADigit(ImageError):
     kind = "not a digit"
+
+
+class ProcessingFailed(ImageError):
+    kind = "could not be processed"

@@ -94,6 +94,30 @@ def test_a_stuck_image_times_out_alone(mnist, monkeypatch):
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
+def test_a_bug_met_on_one_image_costs_that_image_only(mnist, monkeypatch, caplog):
+    """An exception that is no ImageError (a bug in the cleanup, as a 1x1 image once met)
+    used to fail the whole chunk, and its redeliveries dead-lettered all of its images."""
+    from digitscan.worker import imaging
+
+    normalize = imaging.normalize
+
+    def buggy(image):
+        if np.asarray(image).shape == (5, 5):
+            raise ValueError("a bug on 5x5 images")
+        return normalize(image)
+
+    monkeypatch.setattr(imaging, "normalize", buggy)
+    items = (Item(0, "a.png", data=png(255 - mnist.test_images[0])),
+             Item(1, "odd.png", data=png(np.zeros((5, 5), np.uint8))),
+             Item(2, "b.png", data=png(255 - mnist.test_images[1])))
+    clf = StubClassifier()
+    lines = classify_chunk(Chunk(JOB, 0, items), clf, Limits())
+    assert lines[1]["digit"] is None and lines[1]["error"].startswith(
+        "could not be processed: ValueError: a bug on 5x5 images")
+    assert lines[0]["error"] is None and lines[2]["error"] is None and clf.batches == [2]
+    assert "a bug on 5x5 images" in caplog.text and "Traceback" in caplog.text  # for the fixer
+
+
 def test_storage_this_worker_cannot_see_is_its_fault_not_the_images(tmp_path):
     """A folder that is not there (shared storage not mounted on this worker) raises, so
     the chunk goes back to the queue for a worker that can read it; a file that changed

@@ -175,6 +175,18 @@ def test_a_broken_file_is_named_by_either_decoding(mnist, fmt):
             prepare(broken)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (1, 2), (2, 1), (3, 3), (1, 40), (40, 1)])
+@pytest.mark.parametrize("value", [0, 255])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_tiny_images_are_blank_not_a_crash(size, value, mode):
+    """OpenCV takes a 1x1 array for a scalar in some calls; any exception that is not an
+    ImageError fails the whole chunk, so the smallest images are checked one by one."""
+    for fmt in ("PNG", "JPEG"):
+        data = encode(Image.new(mode, size, value if mode == "L" else (value,) * 3), fmt)
+        with pytest.raises(BlankImage):
+            prepare(data)
+
+
 def test_byte_cap():
     with pytest.raises(ImageTooLarge, match="bytes"):
         decode(b"x" * 101, Limits(max_bytes=100))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,14 +19,17 @@ from digitscan.errors import (
     ImageTooLarge,
     InputsUnreachable,
     NotADigit,
+    ProcessingFailed,
     StorageUnreachable,
     UnreadableImage,
 )
 from digitscan.worker import storage
-from digitscan.worker.imaging import prepare, time_bounds
+from digitscan.worker.imaging import BUGS, prepare, time_bounds
 from digitscan.worker.messages import Chunk
 from digitscan.worker.results import result_line
 from digitscan.worker.settings import Limits
+
+log = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
@@ -107,6 +111,16 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
                 ok.append(line)
             except ImageError as exc:
                 line["error"] = str(exc)
+            except BUGS as exc:
+                # A bug met on one image (not a crash: those take the chunk, and the poison
+                # count handles them) costs that image only, not its 255 neighbours; the
+                # worker's log keeps the traceback for whoever fixes it. Only the kinds a
+                # bug in array code raises: a time limit or an unreachable store still ends
+                # the chunk, as it must.
+                log.exception("job %s item %d (%s): unexpected failure", chunk.job, item.index,
+                              item.source)
+                line["error"] = str(ProcessingFailed(f"{type(exc).__name__}: {exc}; this is a "
+                                                     "bug, the worker's log has the details"))
             results.append(line)
     if digits:
         t0 = time.perf_counter()

@@ -59,6 +59,10 @@ FIT_BOX = 20
 FIELD = 28
 
 
+# What a bug in the decoding and cleanup code raises (numpy, OpenCV, plain Python), as
+# opposed to the ImageErrors it raises on purpose.
+BUGS = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError, cv2.error)
+
 # The bound whose SIGALRM handler ``time_bounds`` has installed, if any.
 _installed: float | None = None
 
@@ -253,7 +257,7 @@ def ink_of(image: Image.Image | np.ndarray) -> np.ndarray:
     gray = a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
     # Ink covers a minority of a cell, so the median is the paper: a dark median (half the
     # pixels or more at or below 127) means bright ink on black.
-    if cv2.countNonZero(cv2.compare(gray, 127, cv2.CMP_LE)) >= (gray.size + 1) // 2:
+    if np.count_nonzero(gray <= 127) >= (gray.size + 1) // 2:
         return gray
     if a.ndim == 2:
         return cv2.bitwise_not(gray)
