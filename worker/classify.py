@@ -119,7 +119,8 @@ def classify_chunk(chunk: Chunk, classifier: Predictor, limits: Limits,
                 # the chunk, as it must.
                 log.exception("job %s item %d (%s): unexpected failure", chunk.job, item.index,
                               item.source)
-                line["error"] = str(ProcessingFailed(f"{type(exc).__name__}: {exc}; this is a "
+                first = (str(exc).splitlines() or [""])[0][:200]  # OpenCV's run on for lines
+                line["error"] = str(ProcessingFailed(f"{type(exc).__name__}: {first}; this is a "
                                                      "bug, the worker's log has the details"))
             results.append(line)
     if digits:
