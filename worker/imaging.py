@@ -84,26 +84,18 @@ def time_bound(seconds: float):
     the main thread (where Celery's prefork and solo pools run tasks); Pillow decodes in
     blocks and the alarm lands between them. The handler is installed here and the one
     before restored, unless an enclosing ``time_bounds`` holds it already."""
-    if seconds <= 0:
+    if seconds <= 0 or not _bounded():
         yield
         return
-    if _installed == seconds and _bounded():  # inside time_bounds(seconds)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return
-    if not _bounded():
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _expire(seconds))
+    held = _installed == seconds  # inside time_bounds(seconds): its handler is in place
+    previous = None if held else signal.signal(signal.SIGALRM, _expire(seconds))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if not held:
+            signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -335,7 +327,6 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | N
         if cv2.countNonZero(core):
             found = cv2.bitwise_and(cv2.dilate(core, k_along), rows[start : start + reach])
             runs[start : start + reach][keep] = _own_band(found)[keep]
-    runs = cv2.bitwise_and(runs, rows)
     if not cv2.countNonZero(runs):
         return None
     return runs if horizontal else cv2.transpose(runs)
@@ -366,8 +357,7 @@ def _own_band(runs: np.ndarray) -> np.ndarray:
     line = np.interp(dirty, clean, centre)
     sub = runs[:, dirty]
     sub[np.abs(rows[:, None] - line) > thickness / 2 + 0.5] = 0
-    runs = runs.copy()
-    runs[:, dirty] = sub
+    runs[:, dirty] = sub  # runs is _runs' own fresh array
     return runs
 
 
