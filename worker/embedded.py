@@ -157,7 +157,8 @@ class LocalWorkers:
 
     def __init__(self, env: dict[str, str], concurrency: int, logfile: Path,
                  name: str = "scan", extra_args: tuple[str, ...] = (),
-                 app_module: str = APP_MODULE, prefix: tuple[str, ...] = ()):
+                 app_module: str = APP_MODULE, prefix: tuple[str, ...] = (),
+                 ready_timeout: float = 60.0):
         self.env = {**os.environ, **env}
         self.app_module = app_module
         self.concurrency = concurrency
@@ -166,6 +167,8 @@ class LocalWorkers:
         self.extra_args = extra_args
         self.prefix = prefix  # e.g. `ip netns exec HOST`: where the worker runs
         self.proc: subprocess.Popen | None = None
+        self.ready_timeout = ready_timeout
+        self._ready = False
 
     def start(self) -> LocalWorkers:
         cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", self.app_module, "worker",
@@ -178,23 +181,30 @@ class LocalWorkers:
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=workers_die_with_parent)
+        self._started, self._ready = time.monotonic(), False
         return self
 
+    def ready(self) -> bool:
+        """Whether the worker has said it is ready (consuming) in its log."""
+        if not self._ready and self.proc is not None:
+            self._ready = b" ready." in self.logfile.read_bytes()
+        return self._ready
+
     def check(self) -> None:
-        """Raise JobError if the worker process has exited."""
+        """Raise JobError if the worker process has exited, or has not become ready within
+        ``ready_timeout`` seconds of its start."""
         if self.proc is not None and self.proc.poll() is not None:
             raise JobError(f"the local worker exited with status {self.proc.returncode}: "
                            f"{_tail(self.logfile)}")
+        if (self.proc is not None and not self.ready()
+                and time.monotonic() - self._started > self.ready_timeout):
+            raise JobError(f"the local worker was not ready after {self.ready_timeout:.0f} s: "
+                           f"{_tail(self.logfile)}")
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_ready(self) -> None:
+        while not self.ready():
             self.check()
-            if b" ready." in self.logfile.read_bytes():
-                return
             time.sleep(0.1)
-        raise JobError(f"the local worker was not ready after {timeout:.0f} s: "
-                       f"{_tail(self.logfile)}")
 
     def stop(self, timeout: float = STOP_TIMEOUT_S, warm: bool = True) -> None:
         """Warm shutdown, then kill what is left. ``warm=False`` kills at once: only for a
