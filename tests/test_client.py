@@ -70,6 +70,33 @@ def test_a_published_chunk_holds_its_images_in_base64_once(redis_url):
     assert 1.33 < ratio < 1.40, ratio
 
 
+def test_a_published_chunk_names_itself_to_monitoring_without_its_images(redis_url):
+    """Celery's argsrepr (what task events, Flower and logs show for the arguments) names
+    the job, the chunk and its image count. Left to Celery it was the first 1,024
+    characters of the chunk's base64, walked out of the whole chunk on every publish."""
+    import base64
+    import json
+
+    import redis
+
+    from digitscan.worker.celeryapp import make_app
+    from digitscan.worker.client import publish
+    from digitscan.worker.messages import Chunk, Item
+    from digitscan.worker.settings import Settings
+
+    settings = Settings(broker_url=redis_url, queue="argsrepr-test")
+    app = make_app(settings)
+    chunk = Chunk("ef" * 16, 3, (Item(0, "0.png", data=b"\x89PNG-zero"), Item(1, "1.png", data=b"one")))
+    publish(app, settings.queue, chunk.to_message())
+    client = redis.Redis.from_url(redis_url)
+    (stored,) = client.lrange(settings.queue, 0, -1)
+    headers = json.loads(stored)["headers"]
+    assert headers["argsrepr"] == f"(job {'ef' * 16} chunk 3: 2 images)"
+    assert base64.b64encode(b"\x89PNG-zero").decode() not in json.dumps(headers)
+    app.close()
+    client.delete(settings.queue)
+
+
 def test_publishing_a_chunk_subscribes_to_nothing(redis_url):
     """The task writes its results itself; Celery's result channel for a chunk would only
     cost a SUBSCRIBE when it is sent and an UNSUBSCRIBE when its AsyncResult is collected."""

@@ -50,3 +50,32 @@ def test_a_job_hash_recreated_by_a_late_write_is_not_a_job(redis_url):
     assert not store.exists(JOB)
     store.create_job(JOB, total=1, chunks=1, meta={})
     assert store.exists(JOB) and store.info(JOB)["complete"]
+
+
+def test_bitmap_writes_set_exactly_the_bits_of_their_items(redis_url):
+    """Result writes set ``seen``/``errors`` bits a run of consecutive items at a time
+    (BITFIELD SET u1..u63): the same bitmap as one SETBIT per item, for items in and out of
+    order, with gaps and repeats, runs longer than 63, set and cleared over each other."""
+    import random
+
+    from digitscan.worker.store import _bits
+
+    r = redis.Redis.from_url(redis_url)
+    rng = random.Random(0)
+    for trial in range(200):
+        r.delete("bits-test-a", "bits-test-b")
+        for _ in range(5):
+            start = rng.randrange(0, 2000)
+            items = [i for i in range(start, start + rng.randrange(1, 400)) if rng.random() > 0.1]
+            items = (items or [start]) + rng.sample(items or [start], min(3, len(items or [start])))
+            rng.shuffle(items)
+            value = rng.randrange(2)
+            r.execute_command(*_bits("bits-test-a", items, value))
+            with r.pipeline() as p:
+                for i in items:
+                    p.setbit("bits-test-b", i, value)
+                p.execute()
+        assert r.get("bits-test-a") == r.get("bits-test-b"), trial
+    # A chunk's 256 consecutive items: 5 SETs, not 256.
+    assert len(_bits("k", list(range(256, 512)), 1)) == 2 + 4 * 5
+    r.delete("bits-test-a", "bits-test-b")

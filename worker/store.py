@@ -60,11 +60,26 @@ def unpack(job: str, index: int, raw: bytes, models: dict[str, str]) -> dict:
             "model": models.get(ref, ref) or None}
 
 
+# BITFIELD's widest unsigned integer: one SET writes up to this many consecutive bits.
+_WIDEST = 63
+
+
 def _bits(key: str, indices: list[int], value: int) -> list:
-    """One BITFIELD command setting bit ``i`` of ``key`` to ``value`` for each index."""
+    """One BITFIELD command setting bit ``i`` of ``key`` to ``value`` for each index.
+    Consecutive indices (a chunk's, nearly always) are set 63 at a time: a chunk of 256
+    is 5 SETs, where one SET per bit made the command ~1,000 arguments that redis-py
+    encodes in Python (~2 us an image, twice per chunk: a third of a result write)."""
     args: list = []
-    for i in indices:
-        args += ["SET", "u1", i, value]
+    ordered = sorted(set(indices))
+    start = 0
+    while start < len(ordered):
+        end = start + 1
+        while (end < len(ordered) and end - start < _WIDEST
+               and ordered[end] == ordered[start] + end - start):
+            end += 1
+        width = end - start
+        args += ["SET", f"u{width}", ordered[start], (1 << width) - 1 if value else 0]
+        start = end
     return ["BITFIELD", key, *args]
 
 
