@@ -85,6 +85,35 @@ def test_oversized_plain_file(tmp_path):
     (tmp_path / "big.png").write_bytes(b"x" * 200)
     (got,) = items([str(tmp_path / "big.png")], max_bytes=100)
     assert str(got.error) == "image too large: 200 bytes; the limit is 100"
+    (by_reference,) = items([str(tmp_path / "big.png")], max_bytes=100, by_reference=True)
+    assert str(by_reference.error) == str(got.error)
+    (exact,) = items([str(tmp_path / "big.png")], max_bytes=200)
+    assert exact.data == b"x" * 200
+
+
+def test_files_are_read_whole_whatever_their_size(tmp_path):
+    """Read from one open file (fstat, then reads to the end): empty, one byte, exactly a
+    read's size, and several reads' worth all come back byte for byte."""
+    import os
+
+    sizes = (0, 1, 1 << 16, (1 << 16) + 1, 5 * (1 << 16) + 7)
+    for size in sizes:
+        (tmp_path / f"{size}.bin").write_bytes(os.urandom(size))
+    got = items([str(tmp_path / f"{size}.bin") for size in sizes], max_bytes=1 << 20)
+    assert [f.data for f in got] == [(tmp_path / f"{size}.bin").read_bytes() for size in sizes]
+
+
+def test_a_socket_or_device_named_as_input_is_one_error_line(tmp_path):
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock"))
+        for by_reference in (False, True):
+            (got,) = items([str(tmp_path / "sock")], by_reference=by_reference)
+            assert str(got.error) == "unreadable file: not a regular file (a FIFO, socket or " \
+                "device); give image files"
+    (null,) = items(["/dev/null"])
+    assert str(null.error) == str(got.error)
 
 
 def test_clutter_is_skipped_and_named_and_a_fifo_never_hangs(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import tempfile
@@ -43,7 +42,7 @@ from digitscan.worker.inputs import (
 from digitscan.worker.messages import Chunk, Item, task_id
 from digitscan.worker.results import error_line, write_result_file
 from digitscan.worker.settings import Settings, SubmitOptions, redact
-from digitscan.worker.store import TRANSIENT, ResultStore
+from digitscan.worker.store import TRANSIENT, ResultStore, unpack
 
 if TYPE_CHECKING:
     from digitscan.worker.reconcile import Reconciler
@@ -348,26 +347,29 @@ class Drain:
         self.store, self.job = store, job
         self.spill = tempfile.TemporaryFile(dir=spill_dir)
         self.offsets = array("q")
+        self.models: dict[str, str] = {}
 
     def take(self) -> int:
-        """Move what Redis holds now into the spill file; return how many results."""
+        """Move what Redis holds now into the spill file; return how many results. They are
+        spilled as Redis packs them (one JSON line each) and unpacked once, by ``lines``."""
         taken = 0
-        while rows := self.store.drain(self.job):
+        while packed := self.store.drain(self.job):
             self.spill.seek(0, io.SEEK_END)
-            for row in rows:
-                index = row["index"]
+            for index, raw in packed.items():
+                index = int(index)
                 if index >= len(self.offsets):
                     self.offsets.extend([-1] * (index + 1 - len(self.offsets)))
                 self.offsets[index] = self.spill.tell()
-                self.spill.write(json.dumps(row).encode() + b"\n")
-            taken += len(rows)
+                self.spill.write(raw + b"\n")
+            taken += len(packed)
+            self.models.update(self.store.models(self.job))
         return taken
 
     def lines(self) -> Iterator[dict]:
-        for offset in self.offsets:
+        for index, offset in enumerate(self.offsets):
             if offset >= 0:
                 self.spill.seek(offset)
-                yield json.loads(self.spill.readline())
+                yield unpack(self.job, index, self.spill.readline(), self.models)
 
     def write(self, out: str | Path) -> int:
         """Write every result drained so far, in input order, to ``out``; return the count.

@@ -11,6 +11,7 @@ include/exclude patterns leave out are skipped, and counted in ``Skipped``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import glob
 import os
@@ -281,19 +282,46 @@ def _too_large(size: int, max_bytes: int) -> ImageTooLarge:
     return ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
 
 
+_NOT_REGULAR = "not a regular file (a FIFO, socket or device); give image files"
+
+
+def _refused(st: os.stat_result, max_bytes: int) -> ImageError | None:
+    if not stat.S_ISREG(st.st_mode):
+        return UnreadableImage(_NOT_REGULAR)
+    return _too_large(st.st_size, max_bytes) if st.st_size > max_bytes else None
+
+
 def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
     try:
-        st = entry.path.stat()
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read for ever
-            return Found(entry.source, error=UnreadableImage(
-                "not a regular file (a FIFO, socket or device); give image files"))
-        size = st.st_size
-        if size > max_bytes:
-            return Found(entry.source, error=_too_large(size, max_bytes))
         if by_reference:
-            return Found(entry.source, path=str(entry.path.resolve()), size=size)
-        return Found(entry.source, data=entry.path.read_bytes())
+            st = entry.path.stat()
+            refused = _refused(st, max_bytes)
+            return Found(entry.source, error=refused) if refused else Found(
+                entry.source, path=str(entry.path.resolve()), size=st.st_size)
+        # Opened, then checked by fstat: one lookup of the path, not two (a stat, then an
+        # open), ~5 us a file, 2 % of a scan of small PNGs. Non-blocking, or the open of a
+        # FIFO would wait for a writer for ever; no controlling terminal from a tty.
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            refused = _refused(st, max_bytes)
+            if refused:
+                return Found(entry.source, error=refused)
+            parts, total = [], 0
+            while total <= max_bytes:  # to the end, also if it grew since the fstat
+                part = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
+                if not part:
+                    break
+                parts.append(part)
+                total += len(part)
+        finally:
+            os.close(fd)
+        if total > max_bytes:
+            return Found(entry.source, error=_too_large(total, max_bytes))
+        return Found(entry.source, data=parts[0] if len(parts) == 1 else b"".join(parts))
     except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket cannot be opened at all
+            return Found(entry.source, error=UnreadableImage(_NOT_REGULAR))
         return Found(entry.source, error=UnreadableImage(exc.strerror or str(exc)))
 
 

@@ -349,19 +349,17 @@ class ResultStore:
                 if raw is not None:
                     yield unpack(job, index, raw, models)
 
-    def drain(self, job: str, batch: int = READ_BATCH) -> list[dict]:
+    def drain(self, job: str, batch: int = READ_BATCH) -> dict[bytes, bytes]:
         """Take up to ``batch`` stored results out of Redis, for a client that writes them to
         its file as they come: Redis then holds only the results not yet written. Counts
         stay (the ``seen`` bitmap). A result stored again after a redelivery comes again,
-        identical."""
+        identical. Packed, by item index: ``unpack`` makes each a result line."""
         cursor, raw = 0, {}
         while len(raw) < batch:
             cursor, found = self.redis.hscan(results_key(job), cursor, count=batch)
             raw.update(found)
             if cursor == 0:
                 break
-        if not raw:
-            return []
-        self.redis.hdel(results_key(job), *raw)
-        models = self.models(job)
-        return [unpack(job, int(i), v, models) for i, v in raw.items()]
+        if raw:
+            self.redis.hdel(results_key(job), *raw)
+        return raw
