@@ -77,6 +77,8 @@ class Selection:
     exclude: tuple[str, ...] = ()
 
     def wants(self, relative: str) -> bool:
+        if not (self.include or self.exclude):
+            return True
         relative = relative.lower()
         name = relative.rsplit("/", 1)[-1]
 
@@ -190,16 +192,19 @@ def _walk(folder: Path, below: str, skipped: Skipped | None, select: Selection) 
     except OSError:
         return
     for entry in children:
-        name = entry.name
-        child, relative = folder / name, f"{below}{name}"
+        name, relative = entry.name, f"{below}{entry.name}"
+        # entry.path is str(folder / name), joined in C; the folders above were not clutter
+        # (or the walk would not be here), so a name that is not is a path that is not.
         if is_clutter(name):
             if skipped is not None:
-                skipped.add("hidden", str(child))
+                skipped.add("hidden", entry.path)
         elif _is(entry.is_dir):
-            yield from _walk(child, relative + "/", skipped, select)
-        elif _is(entry.is_file) and _sort_out(str(child), relative, select, skipped):
-            # never a FIFO, socket or device: reading one could hang
-            yield Entry(child, str(child))
+            yield from _walk(folder / name, relative + "/", skipped, select)
+        elif _is(entry.is_file):  # never a FIFO, socket or device: reading one could hang
+            if select.wants(relative):
+                yield Entry(folder / name, entry.path)
+            elif skipped is not None:
+                skipped.add("unselected", entry.path)
 
 
 def _is(test) -> bool:
