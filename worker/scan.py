@@ -122,10 +122,14 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
                            task_events=settings.task_events if server is None else 0)
         store = connect(settings)
         pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
-        # No waiting for the workers to be ready: the first window of chunks is read and
-        # queued while they boot (~0.7 s of imports and model loading; on 2 cores it took
-        # 15 % of a 10,000-cell scan's whole time). A worker that exits or never becomes
-        # ready still ends the wait (``pool.check``); queued chunks are not taken for lost.
+        if server is None:
+            # On a shared broker nothing is queued before the workers are ready: chunks
+            # queued for a worker that then fails to start would stay there.
+            pool.wait_ready()
+        # In its own Redis, the first window of chunks is read and queued while the workers
+        # boot (~0.7 s of imports and model loading; on 2 cores it took 15 % of a
+        # 10,000-cell scan's whole time). A worker that exits or never becomes ready still
+        # ends the wait (``pool.check``); queued chunks are not taken for lost.
         t0 = time.perf_counter()
         job = Submission(store, settings, options, inputs).start()
         reconciler = Reconciler(store, settings, job.job, app=job.app)
