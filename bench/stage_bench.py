@@ -4,8 +4,9 @@
 
 decode (as the worker does it: allowlist and caps from Pillow's reading of the header, then
 the pixels by OpenCV or Pillow) and cleanup + normalisation on each population of
-``digitscan.export.populations``; the shipped model, fp32 and int8, at a
-chunk's batch (256) on one onnxruntime thread; and the messages' own CPU work per image in a
+``digitscan.export.populations``; the shipped model, fp32 and int8, over a chunk
+(256) as the worker runs it on the CPU (``CPU_BATCH`` at a time) and in one batch, on one
+onnxruntime thread; and the messages' own CPU work per image in a
 chunk of 256 MNIST PNGs (the client's encoding of the chunk, the worker's decoding of it, and
 the worker's encoding of its 256 result lines), without Redis.
 """
@@ -25,6 +26,7 @@ from digitscan.export.populations import population
 from digitscan.trainer.data import load_mnist
 from digitscan.worker.imaging import decode_array, normalize
 from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.model import CPU_BATCH
 from digitscan.worker.results import result_line
 
 BATCH = 256
@@ -47,12 +49,17 @@ def _normalize(image) -> None:
         pass  # a cell the cleanup leaves blank costs what it cost
 
 
-def model_us(path: str, digits: np.ndarray) -> float:
+def model_us(path: str, digits: np.ndarray, batch: int) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    x = {session.get_inputs()[0].name: digits.reshape(-1, 1, 28, 28)}
-    return per_item(lambda _: session.run(None, x), [None] * 3) / len(digits)
+    name, x = session.get_inputs()[0].name, digits.reshape(-1, 1, 28, 28)
+
+    def chunk(_) -> None:
+        for i in range(0, len(x), batch):
+            session.run(None, {name: x[i : i + batch]})
+
+    return per_item(chunk, [None] * 3) / len(digits)
 
 
 def main() -> None:
@@ -69,8 +76,10 @@ def main() -> None:
               flush=True)
     digits = mnist.test_images[:BATCH]
     for variant in ("digits.onnx", "digits.int8.onnx"):
-        print(f"model {variant}: {model_us(f'models/{variant}', digits):.0f} µs per image "
-              f"(batch {BATCH}, one thread)", flush=True)
+        path = f"models/{variant}"
+        print(f"model {variant}: {model_us(path, digits, CPU_BATCH):.0f} µs per image in batches "
+              f"of {CPU_BATCH} as the worker runs a chunk ({model_us(path, digits, BATCH):.0f} "
+              f"in one batch of {BATCH}), one thread", flush=True)
     pngs, _ = population("mnist", mnist, BATCH, seed=11)
     chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(pngs)))
     body = json.dumps(chunk.to_message())

@@ -47,6 +47,21 @@ def test_missing_card_or_model_is_a_clear_error(model_copy, tmp_path):
         Classifier(tmp_path / "none.onnx")
 
 
+def test_a_chunk_is_run_in_cache_sized_batches_with_the_same_answers(model_copy, mnist):
+    """On the CPU a chunk goes through the model CPU_BATCH images at a time (its kernels are
+    fastest there): the same probabilities, in the same order, as one run over the chunk."""
+    from digitscan.contract import INPUT_NAME, PROBS
+    from digitscan.worker.model import CPU_BATCH
+
+    clf = Classifier(model_copy, "cpu")
+    assert clf.batch == CPU_BATCH
+    digits = mnist.test_images[: 2 * CPU_BATCH + 11]  # two full batches and a part
+    whole = clf.session.run([PROBS], {INPUT_NAME: digits.reshape(-1, 1, 28, 28)})[0]
+    np.testing.assert_allclose(clf.predict(digits), whole, atol=1e-6)
+    one_by_one = np.concatenate([clf.predict(d[None]) for d in digits[-12:]])
+    np.testing.assert_allclose(clf.predict(digits)[-12:], one_by_one, atol=1e-6)
+
+
 def test_warm_up_and_batch_of_one(model_copy):
     clf = Classifier(model_copy, "cpu")
     clf.warm_up()
