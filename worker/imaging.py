@@ -260,6 +260,13 @@ def ink_of(image: Image.Image | np.ndarray) -> np.ndarray:
 _LEVELS = np.arange(256, dtype=np.float32)
 
 
+def _above(a: np.ndarray, level: float) -> np.ndarray:
+    """255 where uint8 ``a`` > ``level``, else 0. cv2.threshold compares 8-bit pixels with
+    the level's floor, which for integers is the same test; it takes 0.7 us on a 28x28
+    image where cv2.compare with a float scalar takes 2.1."""
+    return cv2.threshold(a, level, 255, cv2.THRESH_BINARY)[1]
+
+
 def _stretch(ink: np.ndarray) -> np.ndarray | None:
     """Paper to 0 and the darkest stroke to 255, or None if there is no contrast."""
     # Counts of each level, by OpenCV (~2.5x numpy's bincount, which widens every pixel to
@@ -429,7 +436,7 @@ def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     digit's own darkness, not the box's: a pen lighter than the printed border (blue ink in
     a black box, thin strokes beside a heavy rule) would otherwise fall below the threshold
     and leave only the box."""
-    mask = cv2.compare(a, 0.35 * 255, cv2.CMP_GT)
+    mask = _above(a, 0.35 * 255)
     rules = rules_of(mask)
     if not cv2.countNonZero(rules):
         return mask, rules
@@ -437,7 +444,7 @@ def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     wide = cv2.dilate(rules, np.ones((3, 3), np.uint8))
     level = _level(a, wide)
     if 0 < level < 0.8 * 255:
-        mask = cv2.compare(a, 0.35 * level, cv2.CMP_GT)
+        mask = _above(a, 0.35 * level)
         rules = rules_of(mask)  # found again: at this threshold they are a little wider
     return mask, rules
 
@@ -510,7 +517,7 @@ def _already_fitted(ink: np.ndarray) -> np.ndarray | None:
     # Not a clean black field, or ink on the outermost ring of pixels.
     if inked > FIELD * FIELD // 2 or inked != cv2.countNonZero(ink[1:-1, 1:-1]):
         return None
-    x, y, w, h = cv2.boundingRect(cv2.compare(ink, 0.35 * 255, cv2.CMP_GT))
+    x, y, w, h = cv2.boundingRect(_above(ink, 0.35 * 255))
     if not 0 < max(w, h) <= FIT_BOX + 1:
         return None
     m = cv2.moments(ink)
@@ -518,7 +525,7 @@ def _already_fitted(ink: np.ndarray) -> np.ndarray | None:
     dy = int(round(FIELD / 2 - m["m01"] / m["m00"]))
     if dx or dy:
         ink = cv2.warpAffine(ink, np.float32([[1, 0, dx], [0, 1, dy]]), (FIELD, FIELD))
-    peak = int(ink.max())
+    peak = int(cv2.minMaxLoc(ink)[1])
     return ink if peak == 255 else cv2.convertScaleAbs(ink, alpha=255.0 / peak)
 
 
@@ -576,7 +583,7 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
     fy0, fx0 = max(top, 0), max(left, 0)
     fy1, fx1 = min(top + new_h, FIELD), min(left + new_w, FIELD)
     field[fy0:fy1, fx0:fx1] = crop[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
-    peak = int(field.max())
+    peak = int(cv2.minMaxLoc(field)[1])
     if 0 < peak < 255:  # resampling softens the darkest stroke; MNIST's strokes reach 255
         field = cv2.convertScaleAbs(field, alpha=255.0 / peak)
     return field
