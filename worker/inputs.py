@@ -323,7 +323,7 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
             os.close(fd)
         if total > max_bytes:
             return Found(entry.source, error=_too_large(total, max_bytes))
-        return Found(entry.source, data=parts[0] if len(parts) == 1 else b"".join(parts))
+        return Found(entry.source, data=b"".join(parts))  # one part: that part, not a copy
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket cannot be opened at all
             return Found(entry.source, error=UnreadableImage(_NOT_REGULAR))
