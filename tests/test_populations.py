@@ -5,9 +5,12 @@ differs from the card's, so these are fresh cells of the same populations."""
 
 from __future__ import annotations
 
-import pytest
+import io
 
-from digitscan.export.populations import measure
+import pytest
+from PIL import Image
+
+from digitscan.export.populations import measure, population, read
 from digitscan.worker.model import Classifier
 
 pytestmark = pytest.mark.integration
@@ -43,3 +46,15 @@ def test_what_is_not_flagged_is_right(report, name):
 
 def test_confidence_means_what_it_says(report):
     assert report["expected_calibration_error"] <= 0.02
+
+
+def test_small_printed_cells_are_read(mnist, shipped_model):
+    # Printed digits in cells under 32 px (a tenth of the printed population): 95.7 % of this
+    # set's 210, 89.5 % before small cells were analysed at twice their size, where the
+    # thresholds left bits of thin strokes and the box outlived the rule search.
+    raw, labels = population("printed", mnist, 2000, seed=7)
+    small = [i for i, data in enumerate(raw) if max(Image.open(io.BytesIO(data)).size) < 32]
+    assert len(small) >= 150
+    clf = Classifier(shipped_model, "cpu", threads=2)
+    got = read([raw[i] for i in small], labels[small], clf.predict, clf.not_digit_above)
+    assert (got.digit == got.labels).mean() >= 0.92

@@ -25,7 +25,7 @@ from digitscan.worker.imaging import prepare
 
 log = logging.getLogger(__name__)
 
-VERSION = 4  # bump when cells.py or the worker's normalisation changes what a set holds
+VERSION = 5  # bump when cells.py or the worker's normalisation changes what a set holds
 BLOCK = 500  # cells per parallel task
 
 

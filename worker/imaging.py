@@ -552,6 +552,14 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
         scale = ANALYSIS_SIDE / max(ink.shape)
         ink = cv2.resize(ink, (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale))),
                          interpolation=cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA)
+    elif max(ink.shape) < ANALYSIS_SIDE // 2:
+        # A small cell is analysed at twice its size (bilinear): at 1-2 px a stroke, a JPEG's
+        # blur and the box's grey edges leave the thresholds below only bits of a thin digit,
+        # and rules too short for the rule search. 10,000 printed digits 97.88 -> 98.64 %
+        # (those under 32 px 88.8 -> 94.4 %), boxed 98.80 -> 98.89 %, digits sent to a person
+        # 1.31 -> 1.03 %, the other populations unchanged; bicubic gained nothing (its
+        # overshoot rings around thin strokes).
+        ink = cv2.resize(ink, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
     a = _stretch(ink)
     if a is None:
         raise BlankImage("the image is blank or has almost no contrast")
