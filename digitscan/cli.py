@@ -140,9 +140,12 @@ def data(root: str, png_dir: str | None) -> None:
 @click.option("--teacher", type=click.Path(dir_okay=False), default=None,
               help="Also learn from this trained checkpoint's soft predictions (distillation: "
                    "a larger model teaching a small one).")
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from this trained checkpoint's weights (fine-tuning) with this run's "
+                   "recipe and a fresh optimizer and schedule.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (for logs and CI).")
 def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, augment, cells,
-          resume, teacher, no_progress) -> None:
+          resume, teacher, init, no_progress) -> None:
     """Train a model on MNIST; write checkpoint.pt, metrics.json and plots to OUT."""
     from digitscan.files import writable_folder
     from digitscan.trainer.config import TrainConfig
@@ -155,14 +158,14 @@ def train(arch, epochs, batch_size, lr, schedule, seed, data_dir, out, device, a
         ctx = click.get_current_context()
         given = {name: ctx.params[name] for name in ("arch", "epochs", "batch_size", "lr",
                                                       "schedule", "seed", "augment", "cells",
-                                                      "teacher")
+                                                      "teacher", "init")
                  if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
         config = resume_config(resume, given, data=data_dir, out=out, device=device)
     else:
         config = TrainConfig.for_arch(arch, epochs=epochs, batch_size=batch_size, lr=lr,
                                       schedule=schedule, seed=seed, data=data_dir, out=out,
                                       device=device, augment=augment, cells=cells,
-                                      teacher=teacher)
+                                      teacher=teacher, init=init)
     metrics = train_main(config, progress=not no_progress)
     click.echo(f"{metrics['arch']}: test accuracy {100 * metrics['test_accuracy']:.2f}% after "
                f"{len(metrics['epochs'])} epochs ({metrics['wall_seconds']:.0f} s); "

@@ -1,6 +1,7 @@
 """Integration: real training on real MNIST."""
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -212,3 +213,24 @@ def test_training_mix_repeats_mnist_and_appends_each_cell_set():
     x, y = training_mix(writers, labels, sets, mnist_repeat=2)
     assert y.tolist() == [1, 2, 3, 1, 2, 3, 10, 4, 5] and y.dtype == np.int64
     assert x.shape == (9, 28, 28) and x[-1].max() == 2
+
+
+def test_init_starts_from_the_checkpoints_weights(mlp_run, mnist_root, tmp_path):
+    ckpt = str(mlp_run / "checkpoint.pt")
+    where = ["--data", str(mnist_root), "--out", str(tmp_path / "tuned")]
+    # At a rate too small to learn anything in one epoch, only the weights it starts from
+    # can read digits (from scratch: ~10 %).
+    result = train_cli("--arch", "mlp", "--epochs", "1", "--lr", "1e-7", "--init", ckpt, *where)
+    assert result.exit_code == 0, result.output
+    state = read_checkpoint(tmp_path / "tuned" / "checkpoint.pt")
+    assert state["config"]["init"] == ckpt and state["epoch"] == 0
+    assert state["metrics"]["test_accuracy"] >= 0.94
+    # Another model's weights, or --init with --resume: one line, nothing trained.
+    for flags, message in ((["--arch", "cnn"], "holds a mlp model .* not this run's cnn"),
+                           (["--arch", "mlp", "--resume", ckpt], "--init .* differs from .*Drop --init")):
+        result = train_cli(*flags, "--epochs", "1", "--init", ckpt, "--data", str(mnist_root),
+                           "--out", str(tmp_path / "refused"))
+        assert result.exit_code == 1, (flags, result.output)
+        assert re.search(message, result.output), (flags, result.output)
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "refused" / "checkpoint.pt").exists()

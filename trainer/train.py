@@ -52,7 +52,7 @@ def make_schedule(config: TrainConfig, optimizer, steps_per_epoch: int):
 
 # The flags that make a run's recipe. On --resume they come from the checkpoint.
 RECIPE = ("arch", "epochs", "batch_size", "lr", "schedule", "seed", "augment", "cells", "teacher",
-          "mnist_repeat", "cell_sets")
+          "init", "mnist_repeat", "cell_sets")
 
 
 def resume_config(checkpoint: str | Path, requested: dict, **where) -> TrainConfig:
@@ -176,6 +176,16 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
                          "not_digits": int((~digits).sum())}}
 
 
+def init_weights(config: TrainConfig) -> dict:
+    """The weights of ``config.init``, checked to be of this run's model (arch and shape)."""
+    state = read_checkpoint(config.init)
+    if state["arch"] != config.arch or state["model_args"] != config.model_args:
+        raise ConfigError(f"--init {config.init} holds a {state['arch']} model with "
+                          f"{state['model_args']}, not this run's {config.arch} with "
+                          f"{config.model_args}: start from a checkpoint of the same model.")
+    return state["model"]
+
+
 def check_teacher(teacher: torch.nn.Module, model: torch.nn.Module, path: str) -> None:
     probe = torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=next(model.parameters()).device)
     with torch.no_grad():
@@ -202,6 +212,7 @@ def main(config: TrainConfig, progress: bool = True, prepared: tuple | None = No
     if config.resume:
         state = read_checkpoint(config.resume)
         check_resumable(config, state)
+    start_weights = init_weights(config) if config.init else None  # checked before any work
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     out = Path(config.out)
@@ -221,6 +232,9 @@ def main(config: TrainConfig, progress: bool = True, prepared: tuple | None = No
     steps = -(-len(train_x) // config.batch_size)
     scheduler = make_schedule(config, optimizer, steps)
     start_epoch, history, wall = 0, [], 0.0
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
+        log.info("starting from the weights of %s", config.init)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
