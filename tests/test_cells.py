@@ -38,3 +38,14 @@ def test_populations_are_deterministic_and_decodable(mnist):
         image = Image.open(io.BytesIO(data))
         assert image.format in ("JPEG", "PNG") and min(image.size) >= 8
         assert np.asarray(image.convert("L")).std() > 5  # something is written there
+
+
+def test_training_can_draw_printed_ones_as_a_serif_I_or_an_l():
+    _, test = cells.split_fonts()
+    plain, labels = cells.printed_cells(test, 60, seed=5)
+    shaped, same_labels = cells.printed_cells(test, 60, seed=5, ones=cells.ONE_SHAPES, ones_share=1.0)
+    assert (labels == same_labels).all() and (labels == 1).any()
+    first = int(np.flatnonzero(labels == 1)[0])
+    # Without ``ones`` nothing is drawn differently (the test populations stay as they were);
+    # with it, the first 1 is another glyph.
+    assert shaped[:first] == plain[:first] and shaped[first] != plain[first]
