@@ -51,7 +51,7 @@ def run(*args):
     (["evaluate", "README.md"], "README.md is not a readable PyTorch checkpoint"),
     # --resume continues a run as it was started: a recipe flag it would ignore is refused
     (["train", "--resume", "models/digits.pt", "--arch", "mlp"], "--arch mlp differs from"),
-    (["train", "--resume", "models/digits.pt"], "has finished all 30 epochs"),
+    (["train", "--resume", "models/digits.pt"], "has finished all 4 epochs"),
     (["report", "0" * 32, "--out", "report.pdf"], "--report/--out report.pdf must end in .html"),
     (["report", "README.md", "--out", "r.html"], "README.md: give a results file (.jsonl or .csv)"),
     (["scan", "foo://bucket/x.png", "--out", "r.jsonl"], "foo://bucket/x.png: Protocol not known"),

@@ -63,7 +63,8 @@ class TrainConfig:
     # A trained checkpoint whose soft predictions the model also learns from (distillation).
     teacher: str | None = None
     # A trained checkpoint whose weights this run starts from (fine-tuning: its own recipe,
-    # a fresh optimizer and schedule), where --resume would continue the same run.
+    # a fresh optimizer and schedule), where --resume would continue the same run. Part of
+    # the recipe: a resumed fine-tune keeps it, and takes its weights from --resume.
     init: str | None = None
     # With cells: how many times each epoch sees MNIST's writers, and how many independently
     # rendered sets of form cells it trains on (each set: trainer.train.TRAIN_CELLS).
@@ -81,9 +82,6 @@ class TrainConfig:
         check_device(self.device, "device")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"Invalid schedule {self.schedule!r}. Use {' or '.join(SCHEDULES)}.")
-        if self.init and self.resume:
-            raise ConfigError("--init starts a new run from a checkpoint's weights and --resume "
-                              "continues one: give one of them.")
 
     @classmethod
     def for_arch(cls, arch: str, **overrides) -> TrainConfig:

@@ -212,7 +212,8 @@ def main(config: TrainConfig, progress: bool = True, prepared: tuple | None = No
     if config.resume:
         state = read_checkpoint(config.resume)
         check_resumable(config, state)
-    start_weights = init_weights(config) if config.init else None  # checked before any work
+    # Checked before any work; a resumed run has its weights already.
+    start_weights = init_weights(config) if config.init and not config.resume else None
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     out = Path(config.out)
