@@ -15,8 +15,10 @@ from digitscan.worker.model import Classifier
 
 pytestmark = pytest.mark.integration
 SIZES = {"mnist": 1000, "form": 400, "boxed": 600, "printed": 600, "negative": 600}
-# boxed and printed: 0.89 and 0.88 before the cleanup read pens lighter than their box
-FLOORS = {"mnist": 0.985, "form": 0.975, "boxed": 0.94, "printed": 0.94}
+# Measured on these sets (seed 7): 0.994, 0.9925, 0.995, 0.993 (the weights before the
+# fine-tune of 2026-11-27: 0.992, 0.990, 0.990, 0.988; boxed and printed were 0.89 and 0.88
+# before the cleanup read pens lighter than their box).
+FLOORS = {"mnist": 0.985, "form": 0.98, "boxed": 0.98, "printed": 0.98}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def test_digits_are_read(report, name):
 
 
 def test_cells_without_a_digit_are_flagged_and_digits_rarely_are(report):
-    assert report["negative"]["flagged"] >= 0.94, report["negative"]
+    assert report["negative"]["flagged"] >= 0.96, report["negative"]  # 0.993 measured
     # ...mostly as errors ("not a digit"), not as guesses sent to review: 9.6 % answered as a
     # digit on 10,000 cells with the card's not_digit_above
     assert report["negative"]["answered_as_digit"] <= 0.15, report["negative"]
@@ -41,7 +43,7 @@ def test_cells_without_a_digit_are_flagged_and_digits_rarely_are(report):
 
 @pytest.mark.parametrize("name", list(FLOORS))
 def test_what_is_not_flagged_is_right(report, name):
-    assert report[name]["accuracy_when_not_flagged"] >= 0.975, report[name]
+    assert report[name]["accuracy_when_not_flagged"] >= 0.985, report[name]  # 0.995-0.997
 
 
 def test_confidence_means_what_it_says(report):
