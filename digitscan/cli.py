@@ -187,6 +187,22 @@ def evaluate(checkpoint: str, data_dir: str, out: str | None) -> None:
                f"({checkpoint}, {metrics['data_source']}); plots in {metrics['out']}/")
 
 
+@main.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--data", "data_dir", default="data", show_default=True, help="MNIST root.")
+@click.option("--out", default="runs/average", show_default=True,
+              help="Where checkpoint.pt, metrics.json and the plots go.")
+def average(checkpoints: tuple[str, ...], data_dir: str, out: str) -> None:
+    """Average the weights of fine-tunes of one model (a model soup) into one checkpoint,
+    calibrated anew on the recipe's held-out set."""
+    from digitscan.trainer.average import AverageConfig
+    from digitscan.trainer.average import main as average_main
+
+    metrics = average_main(AverageConfig(checkpoints=checkpoints, data=data_dir, out=out))
+    click.echo(f"{metrics['arch']}: the average of {len(checkpoints)} checkpoints, test accuracy "
+               f"{100 * metrics['test_accuracy']:.2f}%; checkpoint, metrics and plots in {out}/")
+
+
 # ------------------------------------------------------------------ export
 
 @main.command()

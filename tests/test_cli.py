@@ -51,7 +51,7 @@ def run(*args):
     (["evaluate", "README.md"], "README.md is not a readable PyTorch checkpoint"),
     # --resume continues a run as it was started: a recipe flag it would ignore is refused
     (["train", "--resume", "models/digits.pt", "--arch", "mlp"], "--arch mlp differs from"),
-    (["train", "--resume", "models/digits.pt"], "has finished all 4 epochs"),
+    (["train", "--resume", "models/digits.pt"], "is an average of 4 runs' weights"),
     (["report", "0" * 32, "--out", "report.pdf"], "--report/--out report.pdf must end in .html"),
     (["report", "README.md", "--out", "r.html"], "README.md: give a results file (.jsonl or .csv)"),
     (["scan", "foo://bucket/x.png", "--out", "r.jsonl"], "foo://bucket/x.png: Protocol not known"),
@@ -84,7 +84,7 @@ def test_submit_with_missing_inputs_submits_nothing(tmp_path):
     assert "input not found" in result.stderr and "Traceback" not in result.stderr
 
 
-COMMANDS = ("data", "train", "evaluate", "export", "validate", "worker", "submit", "status",
+COMMANDS = ("data", "train", "evaluate", "average", "export", "validate", "worker", "submit", "status",
             "results", "report", "jobs", "cancel", "delete", "scan")
 
 

@@ -78,6 +78,11 @@ def resume_config(checkpoint: str | Path, requested: dict, **where) -> TrainConf
 
 
 def check_resumable(config: TrainConfig, state: dict) -> None:
+    if state["metrics"].get("average_of"):
+        raise ConfigError(
+            f"{config.resume} is an average of {len(state['metrics']['average_of'])} runs' "
+            "weights, not one run: nothing to resume. Fine-tune it with `digitscan train "
+            f"--init {config.resume}`.")
     done = state["epoch"] + 1
     if state["arch"] != config.arch:
         raise ConfigError(f"{config.resume} holds a {state['arch']} model, not {config.arch}; "
@@ -117,25 +122,40 @@ def training_data(config: TrainConfig, mnist: Mnist):
 def cell_training_parts(config: TrainConfig, mnist: Mnist):
     """MNIST's writers through the worker's normalisation, their labels, ``config.cell_sets``
     rendered cell sets, and the held-out calibration images and labels."""
-    from digitscan.trainer import cells, cellset
+    from digitscan.trainer import cellset
+
+    train_fonts = _train_fonts()
+    n = len(mnist.train_images) - CALIBRATION_WRITERS
+    # MNIST as the worker hands it to the model: through its normalisation.
+    writers, labels = cellset.normalized(mnist.train_images[:n]), mnist.train_labels[:n]
+    sets = [cellset.cached(cellset.CellSetSpec(**TRAIN_CELLS, seed=cell_set_seed(config, k)),
+                           mnist.train_images[:n], labels, train_fonts, Path(config.data) / "cells")
+            for k in range(config.cell_sets)]
+    return writers, labels, sets, calibration_set(config, mnist, train_fonts)
+
+
+def _train_fonts() -> list:
+    from digitscan.trainer import cells
 
     train_fonts, _ = cells.split_fonts()
     if not train_fonts:
         raise ConfigError("no fonts with digits found under /usr/share/fonts: install the font "
                           "packages (`make fonts`) or train with --no-cells.")
+    return train_fonts
+
+
+def calibration_set(config: TrainConfig, mnist: Mnist, train_fonts: list | None = None):
+    """The held-out images and labels a cells recipe calibrates on: MNIST writers it never
+    trains on, through the worker's normalisation, and a small rendered cell set."""
+    from digitscan.trainer import cellset
+
     n = len(mnist.train_images) - CALIBRATION_WRITERS
-    # MNIST as the worker hands it to the model: through its normalisation.
-    train_images = cellset.normalized(mnist.train_images)
-    writers, labels = train_images[:n], mnist.train_labels[:n]
-    held, held_labels = train_images[n:], mnist.train_labels[n:]
-    cache = Path(config.data) / "cells"
-    sets = [cellset.cached(cellset.CellSetSpec(**TRAIN_CELLS, seed=cell_set_seed(config, k)),
-                           mnist.train_images[:n], labels, train_fonts, cache)
-            for k in range(config.cell_sets)]
+    held, held_labels = cellset.normalized(mnist.train_images[n:]), mnist.train_labels[n:]
     vx, vy = cellset.cached(cellset.CellSetSpec(**CALIBRATION_CELLS, seed=config.seed + 10_000),
-                            mnist.train_images[n:], held_labels, train_fonts, cache)
-    return (writers, labels, sets,
-            (np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy])))
+                            mnist.train_images[n:], held_labels,
+                            train_fonts if train_fonts is not None else _train_fonts(),
+                            Path(config.data) / "cells")
+    return np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy])
 
 
 @torch.no_grad()
