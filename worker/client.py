@@ -371,11 +371,12 @@ class Drain:
                 self.spill.seek(offset)
                 yield unpack(self.job, index, self.spill.readline(), self.models)
 
-    def write(self, out: str | Path) -> int:
+    def write(self, out: str | Path, tap: Callable[[dict], dict] | None = None) -> int:
         """Write every result drained so far, in input order, to ``out``; return the count.
-        The lines stay readable (``lines``) until ``close``."""
+        ``tap`` sees each line on its way (and returns it). The lines stay readable
+        (``lines``) until ``close``."""
         self.take()
-        return write_result_file(self.lines(), out)
+        return write_result_file(map(tap, self.lines()) if tap else self.lines(), out)
 
     def close(self) -> None:
         self.spill.close()

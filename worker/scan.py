@@ -8,7 +8,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,20 +81,29 @@ def load_labels(spec: str | None) -> Callable[[str], int | None] | None:
     return lookup
 
 
-def score(rows: Iterable[dict], label_of: Callable[[str], int | None] | None
-          ) -> tuple[int, int, int, int, int]:
-    """(errors, review, not digits, labelled, correct) over result lines."""
-    errors = review = not_digits = labelled = correct = 0
-    for row in rows:
+@dataclass
+class Tally:
+    """Errors, review flags, "not a digit" answers and (with labels) right answers, counted
+    as the result lines go by on their way to the results file: one pass over the results,
+    not a second one after the job (0.36 s of a 60,000-image scan's client time)."""
+
+    label_of: Callable[[str], int | None] | None = None
+    errors: int = 0
+    review: int = 0
+    not_digits: int = 0
+    labelled: int = 0
+    correct: int = 0
+
+    def __call__(self, row: dict) -> dict:
         if row["error"]:
-            errors += 1
-            not_digits += row["error"].startswith("not a digit")
-        review += bool(row["review"])
-        label = label_of(row["source"]) if label_of else None
+            self.errors += 1
+            self.not_digits += row["error"].startswith("not a digit")
+        self.review += bool(row["review"])
+        label = self.label_of(row["source"]) if self.label_of else None
         if label is not None:
-            labelled += 1
-            correct += row["digit"] == label
-    return errors, review, not_digits, labelled, correct
+            self.labelled += 1
+            self.correct += row["digit"] == label
+        return row
 
 
 def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
@@ -139,18 +148,18 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
              submission=job, drain=drain)
         seconds = time.perf_counter() - t0
         interrupts.check()  # stopped: no results file, not even a complete one
-        count = drain.write(out)
+        tally = Tally(label_of)
+        count = drain.write(out, tap=tally)
         if server is not None:
             # Every result is written and the queue lives in this scan's own Redis: nothing
             # is in flight that a warm shutdown could save (it took 2.6 of a 10-image scan's
             # 3.8 s).
             pool.stop(warm=False)
-        errors, review, not_digits, labelled, correct = score(drain.lines(), label_of)
         if report:
             reader = SourceReader(settings.max_image_bytes)
             stack.callback(reader.close)
             write_report(drain.lines(), report, reader.read, settings.limits)
-    return ScanSummary(job=job.job, images=count, errors=errors, seconds=seconds,
-                       images_per_s=count / seconds if seconds else 0.0, review=review,
-                       not_digits=not_digits, labelled=labelled, correct=correct, out=out,
-                       skipped=job.skipped)
+    return ScanSummary(job=job.job, images=count, errors=tally.errors, seconds=seconds,
+                       images_per_s=count / seconds if seconds else 0.0, review=tally.review,
+                       not_digits=tally.not_digits, labelled=tally.labelled,
+                       correct=tally.correct, out=out, skipped=job.skipped)
