@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 SWEEP = {"cpu": (2, 4, 8, 16), "cuda": (1, 2, 4, 8, 16)}
@@ -40,18 +38,15 @@ def pack(data: str, out: str, cells: int) -> None:
 
 
 def scan(folder: Path, provider: str, workers: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", "from digitscan.cli import main; main()", "-q",
-                               "scan", str(folder), "--workers", str(workers), "--provider",
-                               provider, "--out", f"{tmp}/r.jsonl"],
-                              capture_output=True, text=True, timeout=300)
-        seconds = time.perf_counter() - t0
-        lines = sum(1 for _ in open(f"{tmp}/r.jsonl")) if done.returncode == 0 else 0
-    if done.returncode != 0:
-        print(f"  scan failed ({done.returncode}): {done.stderr.strip()[-400:]}", flush=True)
+    from bench.ratio_bench import timed_scan
+
+    try:
+        lines, seconds = timed_scan(str(folder), "--workers", str(workers), "--provider", provider)
+    except subprocess.CalledProcessError as exc:  # one point failed: the sweep goes on
+        print(f"  scan failed ({exc.returncode}): {exc.stderr.strip()[-400:]}", flush=True)
+        lines, seconds = 0, float("nan")
     return {"provider": provider, "workers": workers, "images": lines, "seconds": seconds,
-            "images_per_s": lines / seconds}
+            "images_per_s": lines / seconds if lines else 0.0}
 
 
 def run(archives: list[str], out: str | None) -> None:

@@ -73,14 +73,20 @@ def yardstick(files: list[str]) -> float:
     return len(files) / (max(ends) - t0)
 
 
-def scan_rate(folder: str, model: str | None) -> float:
+def timed_scan(folder: str, *options: str) -> tuple[int, float]:
+    """(result lines, seconds) of one whole `digitscan scan FOLDER OPTIONS` command, start-up
+    included; a failed scan raises CalledProcessError with its stderr."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "scan", folder, "--workers",
-                        "2", *(["--model", model] if model else []), "--out", f"{tmp}/r.jsonl"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "scan", folder, *options,
+                        "--out", f"{tmp}/r.jsonl"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - t0
-        lines = sum(1 for _ in open(f"{tmp}/r.jsonl"))
+        return sum(1 for _ in open(f"{tmp}/r.jsonl")), seconds
+
+
+def scan_rate(folder: str, model: str | None) -> float:
+    lines, seconds = timed_scan(folder, "--workers", "2", *(["--model", model] if model else []))
     return lines / seconds
 
 
