@@ -6,14 +6,15 @@ decode (as the worker does it: allowlist and caps from Pillow's reading of the h
 the pixels by OpenCV or Pillow) and cleanup + normalisation on each population of
 ``digitscan.export.populations``; the shipped model, fp32 and int8, over a chunk
 (256) as the worker runs it on the CPU (``CPU_BATCH`` at a time) and in one batch, on one
-onnxruntime thread; and the messages' own CPU work per image in a
-chunk of 256 MNIST PNGs (the client's encoding of the chunk, the worker's decoding of it, and
-the worker's encoding of its 256 result lines), without Redis.
+onnxruntime thread; the messages' own CPU work per image in a chunk of 256 MNIST PNGs and
+of 256 plain-paper form cells (the client's publishing of the chunk, the worker's reading of
+it), without Redis; and the worker's encoding of its result lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 import time
@@ -25,7 +26,7 @@ from digitscan.errors import ImageError
 from digitscan.export.populations import population
 from digitscan.trainer.data import load_mnist
 from digitscan.worker.imaging import decode_array, normalize
-from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.messages import CONTENT_TYPE, Chunk, Item, pack, unpack
 from digitscan.worker.model import CPU_BATCH
 from digitscan.worker.results import result_line
 
@@ -80,16 +81,35 @@ def main() -> None:
         print(f"model {variant}: {model_us(path, digits, CPU_BATCH):.0f} µs per image in batches "
               f"of {CPU_BATCH} as the worker runs a chunk ({model_us(path, digits, BATCH):.0f} "
               f"in one batch of {BATCH}), one thread", flush=True)
-    pngs, _ = population("mnist", mnist, BATCH, seed=11)
-    chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(pngs)))
-    body = json.dumps(chunk.to_message())
-    encode = per_item(lambda c: json.dumps(c.to_message()), [chunk] * 20) / BATCH
-    decode_ = per_item(lambda b: Chunk.from_message(json.loads(b)), [body] * 20) / BATCH
+    for name in ("mnist", "form"):
+        files, _ = population(name, mnist, BATCH, seed=11)
+        chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(files)))
+        envelope = _publish(chunk)
+        encode = per_item(_publish, [chunk] * 20) / BATCH
+        decode_ = per_item(_receive, [envelope] * 20) / BATCH
+        print(f"messages, {name}: publish {encode:.1f}, receive {decode_:.1f} µs per image (chunk "
+              f"of {BATCH}, {len(envelope) / BATCH:.0f} bytes per image in Redis, files "
+              f"{sum(map(len, files)) / BATCH:.0f})", flush=True)
     results = per_item(lambda _: [json.dumps(result_line(chunk.job, i, f"{i}.png", "m", digit=3,
                                                          confidence=0.99)) for i in range(BATCH)],
                        [None] * 20) / BATCH
-    print(f"messages: encode {encode:.1f}, decode {decode_:.1f}, result lines {results:.1f} µs "
-          f"per image (chunk of {BATCH} MNIST PNGs, {len(body) / BATCH:.0f} bytes per image)")
+    print(f"result lines: {results:.1f} µs per image")
+
+
+def _publish(chunk: Chunk) -> str:
+    """The client's own work on a chunk, as ``Submission.pump`` does it: the pending copy,
+    Celery's body (protocol 2: args, kwargs, embed) in the chunk's serializer, and kombu's
+    Redis envelope (JSON, the binary body in base64). Without Redis and Celery's headers."""
+    message = chunk.to_message()
+    pack(message)
+    body = pack([[message], {}, {}])
+    return json.dumps({"body": base64.b64encode(body).decode(), "content-type": CONTENT_TYPE})
+
+
+def _receive(envelope: str) -> Chunk:
+    """The worker's: the envelope, the body, the chunk checked."""
+    args, _, _ = unpack(base64.b64decode(json.loads(envelope)["body"]))
+    return Chunk.from_message(args[0])
 
 
 if __name__ == "__main__":

@@ -50,15 +50,18 @@ def test_chunker_splits_by_count_and_bytes_and_keeps_unreadable_items_as_errors(
 
 
 def test_a_published_chunk_holds_its_images_in_base64_once(redis_url):
-    """In Redis a chunk's message is its JSON (images base64: 4/3 of their bytes) stored as
-    it is: kombu's own base64 of the whole body would make it 16/9 (1.78x)."""
+    """In Redis a chunk's message is its msgpack body (the images as bytes) in base64 inside
+    kombu's JSON envelope: 4/3 of the image bytes. Images base64-encoded into a JSON body
+    that kombu then base64-encodes would make it 16/9 (1.78x)."""
+    import base64
+    import json
     import os
 
     import redis
 
     from digitscan.worker.celeryapp import make_app
     from digitscan.worker.client import publish
-    from digitscan.worker.messages import Chunk, Item
+    from digitscan.worker.messages import CONTENT_TYPE, Chunk, Item, unpack
     from digitscan.worker.settings import Settings
 
     images = [os.urandom(10_000) for _ in range(16)]
@@ -68,6 +71,10 @@ def test_a_published_chunk_holds_its_images_in_base64_once(redis_url):
     (stored,) = redis.Redis.from_url(redis_url).lrange("bytes-test", 0, -1)
     ratio = len(stored) / sum(map(len, images))
     assert 1.33 < ratio < 1.40, ratio
+    envelope = json.loads(stored)
+    assert envelope["content-type"] == CONTENT_TYPE
+    body = unpack(base64.b64decode(envelope["body"]))
+    assert [item["data"] for item in body[0][0]["items"]] == images
 
 
 def test_a_published_chunk_names_itself_to_monitoring_without_its_images(redis_url):

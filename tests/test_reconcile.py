@@ -3,6 +3,7 @@ it re-sends exactly the chunks that are pending yet neither queued nor unacknowl
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from kombu import Connection
 
 from digitscan.worker.broker import live_task_ids, queued
 from digitscan.worker.celeryapp import make_app
-from digitscan.worker.messages import Chunk, Item
+from digitscan.worker.messages import Chunk, Item, unpack
 from digitscan.worker.reconcile import lost_chunks, reconcile_all, reconcile_job
 from digitscan.worker.settings import Settings
 from digitscan.worker.store import ResultStore
@@ -76,6 +77,25 @@ def test_lost_messages_are_re_sent_as_they_were(setup, redis_url):
     # Byte for byte what was first sent, not rebuilt from the inputs as they are now.
     assert store.pending_message(JOB, 3) == chunk(3).to_message()
     assert reconcile_job(store, client, app, settings, JOB, confirm_s=0) == []
+
+
+def test_a_pending_copy_kept_as_json_by_the_version_before_is_re_sent(setup):
+    """A job submitted before chunks were msgpack, still running across the upgrade: its
+    pending copies are JSON with the images in base64, and a re-send carries the same
+    images (as bytes, in today's format)."""
+    settings, store, app, client = setup
+    old = {**chunk(3).to_message(),
+           "items": [{"i": 6, "source": "3a.png", "data": base64.b64encode(b"a").decode()},
+                     {"i": 7, "source": "3b.png", "data": base64.b64encode(b"b").decode()}]}
+    client.hset(f"digitscan:job:{JOB}:pending", 3, json.dumps(old))
+    client.delete(QUEUE)
+    assert reconcile_job(store, client, app, settings, JOB, confirm_s=0) == [0, 1, 2, 3]
+    sent = {}
+    for raw in client.lrange(QUEUE, 0, -1):
+        envelope = json.loads(raw)
+        (message,), _, _ = unpack(base64.b64decode(envelope["body"]))
+        sent[message["chunk"]] = Chunk.from_message(message)
+    assert sent[3] == chunk(3)
 
 
 def test_a_chunk_lost_too_often_gets_error_results(setup):

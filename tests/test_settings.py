@@ -4,6 +4,7 @@ import pytest
 
 from digitscan.errors import ConfigError
 from digitscan.worker.celeryconfig import celery_config
+from digitscan.worker.messages import CONTENT_TYPE, SERIALIZER
 from digitscan.worker.settings import Settings, redact
 
 MODELS = Path(__file__).parent.parent / "models"
@@ -30,7 +31,9 @@ def test_non_integer_variable_is_named():
 
 def test_celery_config_is_safe_by_default():
     conf = celery_config(Settings())
-    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
+    # Data-only formats: msgpack (sent) and JSON (the version before's chunks); never pickle.
+    assert conf["accept_content"] == [CONTENT_TYPE, "json"]
+    assert conf["task_serializer"] == SERIALIZER
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["broker_transport_options"]["visibility_timeout"] > conf["task_time_limit"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from digitscan.worker.embedded import LocalWorkers, free_port
+from digitscan.worker.messages import unpack
 from digitscan.worker.settings import Settings
 from tests.conftest import png, serve
 
@@ -58,7 +59,7 @@ def test_by_reference_workers_read_the_objects_themselves(redis_url, shipped_mod
     # No worker yet: every chunk of the job waits in Redis, where we can read it.
     job = client.submit([f"s3://{bucket}/cells/"], by_reference=True, chunk_size=8,
                         include=("*.png",), exclude=("rejects/*",))
-    messages = [json.loads(m) for m in
+    messages = [unpack(m) for m in
                 redis.Redis.from_url(redis_url).hvals(f"digitscan:job:{job.id}:pending")]
     items = [item for message in messages for item in message["items"]]
     assert len(items) == 40

@@ -144,6 +144,32 @@ def test_pickle_message_is_refused_and_never_executed(pool, store, digits_dir, t
     assert_all_read(run_job(pool, store, [digits_dir], tmp_path), 40)  # the worker is fine
 
 
+def test_a_json_chunk_sent_by_the_version_before_is_read(pool, store, mnist, tmp_path):
+    """A client before msgpack sent JSON chunks with the images in base64, stored by kombu
+    as UTF-8 text: chunks still queued when the workers are upgraded are read."""
+    import base64
+
+    settings, workers = pool
+    app = make_app(settings)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                         "body_encoding": "utf-8"}
+    job = uuid.uuid4().hex
+    store.create_job(job, total=3, chunks=1, meta={"queue": settings.queue})
+    items = [{"i": i, "source": f"{i}.png",
+              "data": base64.b64encode(png(255 - mnist.test_images[i])).decode()} for i in range(3)]
+    message = {"v": 1, "job": job, "chunk": 0, "items": items}
+    client = redis.Redis.from_url(settings.broker_url)
+    client.hset(f"digitscan:job:{job}:pending", 0, json.dumps(message))
+    app.send_task(TASK_NAME, args=[message], queue=settings.queue, task_id=f"{job}:0",
+                  serializer="json")
+    wait(store, job, progress=False, timeout=120, check=workers.check)
+    out = tmp_path / "old.jsonl"
+    assert write_results(store, job, out) == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["digit"] for r in rows] == [int(d) for d in mnist.test_labels[:3]]
+    assert store.pending_chunks(job) == []
+
+
 def test_malformed_json_message_is_dropped_not_retried(pool, store, digits_dir, tmp_path):
     settings, workers = pool
     make_app(settings).send_task(TASK_NAME, args=[{"v": 1, "job": "nope"}], queue=settings.queue)

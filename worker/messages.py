@@ -1,10 +1,11 @@
-"""The job message: one chunk of images. JSON only, validated before any work.
+"""The job message: one chunk of images, sent as msgpack, validated before any work.
 
     {"v": 1, "job": "<32 hex>", "chunk": 0, "review_below": 0.9,
-     "items": [{"i": 0, "source": "scans/a.png", "data": "<base64>"},
+     "items": [{"i": 0, "source": "scans/a.png", "data": b"<the file's bytes>"},
                {"i": 1, "source": "/shared/b.png", "path": "/shared/b.png", "size": 812}]}
 
-``data`` carries the file inline (the default); ``path`` is used with --by-reference
+``data`` carries the file inline (the default): bytes, or in a JSON message (as clients of
+the version before sent them) a base64 string; ``path`` is used with --by-reference
 when every worker sees the same storage, with the file's ``size`` at submission (optional)
 so a worker can tell a file that changed since. ``i`` is the item's index in the job.
 ``review_below`` (optional) is the job's review threshold; without it the worker uses
@@ -18,10 +19,27 @@ import binascii
 import re
 from dataclasses import dataclass
 
+import msgpack
+
 from digitscan.errors import MalformedMessage
 
 VERSION = 1
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# What Celery calls the serializer of ``pack`` and ``unpack`` (worker/celeryconfig.py).
+SERIALIZER = "digitscan-msgpack"
+CONTENT_TYPE = "application/x-digitscan-msgpack"
+
+
+def pack(message: object) -> bytes:
+    """msgpack, images as bin. A file name need not be UTF-8 (POSIX allows any bytes but
+    "/" and NUL; Python holds the others as surrogate escapes): such a name travels as the
+    bytes it is and comes back as the same string, as JSON's escapes carried it before.
+    Plain msgpack (kombu's "msgpack") refuses it."""
+    return msgpack.packb(message, use_bin_type=True, unicode_errors="surrogateescape")
+
+
+def unpack(data: bytes) -> object:
+    return msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
 
 
 def task_id(job: str, chunk: int) -> str:
@@ -44,7 +62,7 @@ class Item:
             if self.size is not None:
                 out["size"] = self.size
         else:
-            out["data"] = base64.b64encode(self.data or b"").decode("ascii")
+            out["data"] = self.data or b""
         return out
 
 
@@ -104,8 +122,13 @@ def _item(raw: object) -> Item:
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise MalformedMessage(f"item {index}: size {size!r} is not a byte count")
         return Item(index, source, path=raw["path"], size=size)
-    try:
-        data = base64.b64decode(raw["data"], validate=True)
-    except (TypeError, binascii.Error):
-        raise MalformedMessage(f"item {index}: data is not base64") from None
+    data = raw["data"]
+    if isinstance(data, str):  # a JSON message
+        try:
+            data = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            raise MalformedMessage(f"item {index}: data is not base64") from None
+    elif not isinstance(data, bytes):
+        raise MalformedMessage(f"item {index}: data must be bytes (or base64 in JSON), "
+                               f"not {type(data).__name__}")
     return Item(index, source, data=data)

@@ -9,8 +9,8 @@ every image end with exactly one final result.
     digitscan:job:<id>:errors    bitmap: bit i set while item i's result is an error
     digitscan:job:<id>:models    set: sha256 of every model that wrote a result
     digitscan:job:<id>:events    list: one entry per stored chunk, so waiters wake at once
-    digitscan:job:<id>:pending   hash: chunk -> its message, from publish until its results
-                                 are stored: what a reconciler re-sends, byte for byte
+    digitscan:job:<id>:pending   hash: chunk -> its message (msgpack), from publish until its
+                                 results are stored: what a reconciler re-sends, as it was
     digitscan:job:<id>:done      set: chunks whose results are all stored
     digitscan:job:<id>:attempts  hash: chunk -> deliveries to a worker
     digitscan:job:<id>:dead      hash: chunk -> why it was dead-lettered
@@ -31,6 +31,7 @@ from collections.abc import Iterator
 import redis
 
 from digitscan.errors import JobError
+from digitscan.worker import messages
 
 PREFIX = "digitscan:job:"
 JOBS_KEY = "digitscan:jobs"
@@ -140,7 +141,7 @@ class ResultStore:
         the job are now in flight. Written before the message is published, so a message
         lost anywhere after this point can be re-sent as it was."""
         with self.redis.pipeline() as p:
-            p.hset(job_key(job, "pending"), chunk, json.dumps(message))
+            p.hset(job_key(job, "pending"), chunk, messages.pack(message))
             p.expire(job_key(job, "pending"), self.ttl)
             p.hlen(job_key(job, "pending"))
             return int(p.execute()[-1])
@@ -156,7 +157,11 @@ class ResultStore:
 
     def pending_message(self, job: str, chunk: int) -> dict | None:
         raw = self.redis.hget(job_key(job, "pending"), chunk)
-        return None if raw is None else json.loads(raw)
+        if raw is None:
+            return None
+        # JSON: kept by a client of the version before (a message is a map, which msgpack
+        # never starts with "{").
+        return json.loads(raw) if raw.startswith(b"{") else messages.unpack(raw)
 
     # ------------------------------------------------------------ workers
 
