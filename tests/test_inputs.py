@@ -81,6 +81,23 @@ def test_corrupt_archive_is_one_error_item(tmp_path):
     assert len(got) == 2 and all(str(f.error).startswith("corrupt archive") for f in got)
 
 
+def test_files_over_reference_above_are_located_and_the_rest_read(tmp_path, monkeypatch):
+    """scan's own workers read large local files themselves: the client sends their absolute
+    path and size (a relative input too: the workers need not share its working folder);
+    refused files stay errors, whichever way they would have gone."""
+    (tmp_path / "small.png").write_bytes(b"s" * 100)
+    (tmp_path / "large.png").write_bytes(b"l" * 101)
+    (tmp_path / "huge.png").write_bytes(b"h" * 300)
+    monkeypatch.chdir(tmp_path)
+    got = {}
+    for entry in find_entries(["large.png", "small.png", "huge.png"]):
+        (got[entry.source],) = read_items(entry, 200, reference_above=100)
+    assert got["small.png"].data == b"s" * 100 and got["small.png"].path is None
+    assert (got["large.png"].data, got["large.png"].path, got["large.png"].size) == \
+        (None, str(tmp_path / "large.png"), 101)
+    assert str(got["huge.png"].error) == "image too large: 300 bytes; the limit is 200"
+
+
 def test_oversized_plain_file(tmp_path):
     (tmp_path / "big.png").write_bytes(b"x" * 200)
     (got,) = items([str(tmp_path / "big.png")], max_bytes=100)

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from .hostile import ARCHIVE_MEMBERS, write_corpus
 
 pytestmark = pytest.mark.integration
+RNG = np.random.default_rng(5)
 
 
 def scan(*args, timeout=300):
@@ -230,3 +232,40 @@ def test_scan_on_a_shared_broker_uses_a_queue_of_its_own(tmp_path, mnist, shippe
         assert run.returncode == 0, run.stderr
         assert " received" not in foreign.logfile.read_text()
     assert (tmp_path / "r.jsonl").read_text().count("\n") == 64
+
+
+def test_scan_hands_large_files_to_its_workers_by_path(tmp_path, mnist, shipped_model):
+    """Files over REFERENCE_ABOVE go to scan's own workers as paths, so their bytes never
+    cross Redis; the small ones travel inline. Sources stay as the user gave them."""
+    import redis
+
+    from digitscan.worker.embedded import EmbeddedRedis
+    from digitscan.worker.scan import REFERENCE_ABOVE
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sizes = {}
+    for i in range(24):
+        image = Image.fromarray(255 - mnist.test_images[i])
+        if i % 2:  # a big scan of the digit: a noisy 280 px PNG, far over the threshold
+            noisy = np.asarray(image.resize((280, 280)), np.int16) + RNG.integers(-6, 7, (280, 280))
+            image = Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+        image.save(folder / f"{i:03d}.png")
+        sizes[f"in/{i:03d}.png"] = (folder / f"{i:03d}.png").stat().st_size
+    big = sum(s for s in sizes.values() if s > REFERENCE_ABOVE)
+    small = sum(s for s in sizes.values() if s <= REFERENCE_ABOVE)
+    assert big > 20 * small and min(s for s in sizes.values() if s > REFERENCE_ABOVE) > 10_000
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        before = client.info("stats")["total_net_input_bytes"]
+        run = subprocess.run([sys.executable, "-m", "digitscan.cli", "scan", "in", "--out",
+                              "r.jsonl", "--model", str(shipped_model), "--broker", server.url],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        sent = client.info("stats")["total_net_input_bytes"] - before
+    # Inline, the big files alone would have sent Redis 2.3x their bytes (the queued message
+    # and the pending copy): here far less than the big files' bytes reached Redis at all.
+    assert sent < 0.5 * big, (sent, big)
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rows] == list(sizes)
+    assert sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows)) >= 23

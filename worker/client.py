@@ -69,10 +69,11 @@ def connect(settings: Settings) -> ResultStore:
 
 
 def found_in(entries: Iterable[Entry], max_bytes: int, by_reference: bool,
-             select: Selection = EVERYTHING) -> Iterator[Found]:
+             select: Selection = EVERYTHING, reference_above: int | None = None
+             ) -> Iterator[Found]:
     """Every item of ``entries``, read (or, by reference, located)."""
     for entry in entries:
-        yield from read_items(entry, max_bytes, by_reference, select)
+        yield from read_items(entry, max_bytes, by_reference, select, reference_above)
 
 
 def found_in_memory(images: Mapping[str, bytes], max_bytes: int) -> Iterator[Found]:
@@ -167,7 +168,8 @@ class Submission:
             self.total = sum(count_items(e, self.skipped, select)
                              for e in iter_entries(inputs, self.skipped, select))
             self._found = lambda: found_in(iter_entries(inputs, select=select),
-                                           settings.max_image_bytes, options.by_reference, select)
+                                           settings.max_image_bytes, options.by_reference, select,
+                                           options.reference_above)
         if self.total == 0:
             raise ConfigError(f"no files found in {', '.join(inputs)}; nothing was submitted.")
         self.store, self.settings, self.options, self.inputs = store, settings, options, inputs

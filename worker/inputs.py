@@ -270,11 +270,13 @@ def count_items(entry: Entry, skipped: Skipped | None = None, select: Selection 
 
 
 def read_items(entry: Entry, max_bytes: int, by_reference: bool = False,
-               select: Selection = EVERYTHING) -> Iterator[Found]:
-    """Yield exactly ``count_items(entry, select=select)`` items for one entry."""
+               select: Selection = EVERYTHING, reference_above: int | None = None
+               ) -> Iterator[Found]:
+    """Yield exactly ``count_items(entry, select=select)`` items for one entry. A local
+    file over ``reference_above`` bytes is located, not read (``SubmitOptions``)."""
     if entry.kind == "file":
         yield _read_object(entry, max_bytes, by_reference) if entry.url else \
-            _read_file(entry, max_bytes, by_reference)
+            _read_file(entry, max_bytes, by_reference, reference_above)
         return
     reader = _read_zip if entry.kind == "zip" else _read_tar
     try:
@@ -296,7 +298,8 @@ def _refused(st: os.stat_result, max_bytes: int) -> ImageError | None:
     return _too_large(st.st_size, max_bytes) if st.st_size > max_bytes else None
 
 
-def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
+def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
+               reference_above: int | None = None) -> Found:
     try:
         if by_reference:
             st = entry.path.stat()
@@ -312,6 +315,10 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
             refused = _refused(st, max_bytes)
             if refused:
                 return Found(entry.source, error=refused)
+            if reference_above is not None and st.st_size > reference_above:
+                # The worker reads it: its bytes need not cross Redis, the worker's parent and
+                # the pool's pipe, each of which costs by the byte (scan's REFERENCE_ABOVE).
+                return Found(entry.source, path=os.path.abspath(entry.path), size=st.st_size)
             parts, total = [], 0
             while total <= max_bytes:  # to the end, also if it grew since the fstat
                 part = os.read(fd, max(st.st_size + 1 - total, 1 << 16))

@@ -47,6 +47,9 @@ DEFAULT_WINDOW = 64
 class SubmitOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     by_reference: bool = False
+    # Local files over this many bytes go by reference, smaller ones inline (None: as
+    # by_reference says). Only for workers that see the submitter's files: scan's own.
+    reference_above: int | None = None
     max_chunk_bytes: int = MAX_CHUNK_BYTES
     window: int = DEFAULT_WINDOW
     # Digits whose calibrated probability is below this get review: true (None: the
@@ -61,6 +64,9 @@ class SubmitOptions:
             raise ConfigError(f"--chunk-size must be >= 1, got {self.chunk_size}.")
         if self.window < 1:
             raise ConfigError(f"--window must be >= 1 chunk, got {self.window}.")
+        if self.reference_above is not None and self.reference_above < 0:
+            raise ConfigError(f"reference_above must be a byte count >= 0, got "
+                              f"{self.reference_above}.")
         if self.review_below is not None and not 0 <= self.review_below <= 1:
             raise ConfigError(f"--review-below must be a probability from 0 to 1, got "
                               f"{self.review_below}.")
