@@ -132,3 +132,27 @@ def test_publishing_a_chunk_subscribes_to_nothing(redis_url):
     assert subscribes() == before
     app.close()
     client.delete("subscribe-test")
+
+
+def test_drained_results_come_back_in_input_order_whatever_order_they_were_stored(redis_url, tmp_path):
+    """Chunks finish in any order, and a chunk can be stored twice (a redelivery): the
+    client's spill file gives each image's last result once, in input order; names that are
+    not UTF-8 or not ASCII come back as they went in."""
+    import os
+
+    from digitscan.worker.client import Drain
+    from digitscan.worker.results import result_line
+    from digitscan.worker.store import ResultStore
+
+    store, job = ResultStore.from_url(redis_url, ttl=600), "d" * 32
+    sources = [f"{i}.png" for i in range(10)]
+    sources[3], sources[7] = os.fsdecode(b"caf\xe9.png"), "ünïcødé.png"
+    rows = [result_line(job, i, s, "f" * 64, digit=i % 10, confidence=0.5) for i, s in enumerate(sources)]
+    drain = Drain(store, job, tmp_path)
+    assert list(drain.lines()) == []  # nothing spilled yet
+    for chunk in ([8, 9], [0, 1, 2], [5, 6, 7], [3, 4], [0, 1, 2]):
+        store.write_results(job, [rows[i] for i in chunk], chunk=chunk[0])
+        drain.take()
+    assert [line["source"] for line in drain.lines()] == sources
+    assert list(drain.lines()) == rows  # twice: the spill stays readable
+    drain.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import mmap
 import os
 import tempfile
 import time
@@ -368,10 +369,16 @@ class Drain:
         return taken
 
     def lines(self) -> Iterator[dict]:
-        for index, offset in enumerate(self.offsets):
-            if offset >= 0:
-                self.spill.seek(offset)
-                yield unpack(self.job, index, self.spill.readline(), self.models)
+        self.spill.flush()
+        if not self.spill.seek(0, io.SEEK_END):
+            return  # nothing spilled (mmap refuses an empty file)
+        # Mapped, not seek-and-readline: each seek drops the file object's buffer and the
+        # next readline reads 8 KB again, for every line (a third of this loop's time).
+        with mmap.mmap(self.spill.fileno(), 0, access=mmap.ACCESS_READ) as spilled:
+            for index, offset in enumerate(self.offsets):
+                if offset >= 0:
+                    line = spilled[offset : spilled.find(b"\n", offset)]
+                    yield unpack(self.job, index, line, self.models)
 
     def write(self, out: str | Path, tap: Callable[[dict], dict] | None = None) -> int:
         """Write every result drained so far, in input order, to ``out``; return the count.

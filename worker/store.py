@@ -41,6 +41,7 @@ DELETED = "digitscan:deleted:"
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
              redis.exceptions.OutOfMemoryError)
 READ_BATCH = 2000
+_DECODE = json.JSONDecoder().decode
 SUFFIXES = ("results", "seen", "errors", "models", "events", "pending", "done", "attempts",
             "dead", "requeues")
 MODEL_REF = 12  # hex digits of the model's sha256 kept per result; the job keeps them all
@@ -55,7 +56,9 @@ def pack(line: dict) -> str:
 
 
 def unpack(job: str, index: int, raw: bytes, models: dict[str, str]) -> dict:
-    source, digit, confidence, review, error, ref = json.loads(raw)
+    # Decoded as json.loads decodes bytes, without its guessing of the encoding (a fifth of
+    # this function's time, which a 60,000-image scan spends while its workers sit idle).
+    source, digit, confidence, review, error, ref = _DECODE(raw.decode("utf-8", "surrogatepass"))
     return {"index": index, "job": job, "source": source, "digit": digit,
             "confidence": confidence, "review": review, "error": error,
             "model": models.get(ref, ref) or None}
