@@ -446,3 +446,25 @@ def test_a_detached_bar_of_a_five_is_kept_and_specks_are_not():
     rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
     assert rows.max() - rows.min() >= 19  # bar to bowl: the whole 5, fitted to 20 px tall
     assert cols.max() - cols.min() <= 12  # 34 px wide to 62 tall; with the speck it would be 13+
+
+
+def test_a_stroke_broken_into_a_chain_of_dots_is_kept_whole():
+    """A pen that skips, or a faint scan, leaves a 1 as five dots 7 px apart: every dot is
+    the digit, not only the largest and its neighbours (that gave a 20 x 20 blob)."""
+    paper = np.full((100, 100), 255, np.uint8)
+    for k in range(5):
+        paper[15 + 13 * k : 21 + 13 * k, 47:53] = 0
+    out = normalize(Image.fromarray(paper))
+    rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+    assert rows.max() - rows.min() >= 19 and cols.max() - cols.min() <= 6, (rows, cols)
+
+
+def test_a_stray_mark_away_from_the_digit_is_dropped():
+    """A dash well away from the digit (a third of the cell) is not part of it, though it is
+    no speck: the 1 stays a thin upright."""
+    paper = np.full((100, 100), 255, np.uint8)
+    paper[20:80, 46:54] = 0  # the 1
+    paper[85:88, 5:15] = 0   # a stray dash, bottom left
+    out = normalize(Image.fromarray(paper))
+    cols = np.flatnonzero(out.max(0) > 64)
+    assert cols.max() - cols.min() <= 6, cols

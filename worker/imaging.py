@@ -463,9 +463,10 @@ def remove_rules(mask: np.ndarray, rules: np.ndarray) -> np.ndarray:
 
 
 def keep_digit(mask: np.ndarray) -> np.ndarray | None:
-    """The components that make up the digit: the largest, and those near it that are not
-    specks (a 5's detached bar, a broken stroke). Stray marks, specks and bits of the
-    neighbours' walls at the cut are dropped. None if nothing is left."""
+    """The components that make up the digit: the largest, those near it that are not
+    specks (a 5's detached bar, a broken stroke), and those that continue a chain of such
+    pieces (a stroke broken into dots or dashes). Stray marks away from the digit, specks
+    and bits of the neighbours' walls at the cut are dropped. None if nothing is left."""
     h, w = mask.shape
     # Components of the inked part only, with 16-bit labels (a 128 px cell has at most
     # 64 x 64 components), by Grana's algorithm: the same components and statistics as
@@ -496,10 +497,32 @@ def keep_digit(mask: np.ndarray) -> np.ndarray | None:
     biggest = int(areas[main - 1])
     near = (cx < x + bw + mx) & (cx + cw > x - mx) & (cy < y + bh + my) & (cy + ch > y - my)
     at_edge = (cx == 0) | (cy == 0) | (cx + cw == w) | (cy + ch == h)
-    chosen = ((area >= max(2, 0.04 * biggest))  # not a speck
-              & near & ~(at_edge & (area < 0.25 * biggest))).astype(np.uint8)
-    chosen[0] = 0  # the background
-    chosen[main] = 1
+    eligible = (area >= max(2, 0.04 * biggest)) & ~(at_edge & (area < 0.25 * biggest))
+    eligible[0] = False  # the background
+    eligible[main] = True
+    # A stroke the pen or the scan broke into a chain of pieces (dots, dashes): a piece whose
+    # box lies within an eighth of the cell of a kept piece's box is kept too, however far
+    # the chain runs from the largest piece. Chosen on cell sets drawn with seed 1 (plain
+    # paper 99.49 % before; pixels within a twenty-fifth of the cell, a twelfth, an eighth,
+    # a fifth: 99.49 / 99.52 / 99.53 / 99.55 %, the fifth sending more digits to review;
+    # boxes within an eighth 99.55 %, boxed 99.14 -> 99.21, printed 99.21 -> 99.28); then,
+    # once, on the published sets: plain paper 99.48 -> 99.55 %, boxed 99.09 -> 99.11,
+    # printed 99.03 -> 99.07, non-digits flagged 98.68 -> 98.74 %. (Boxes, not pixels: a dozen pieces at
+    # most, where dilating the kept pixels step by step cost a tenth of a boxed cell's
+    # cleanup; this costs 2-3 %.)
+    pieces = np.flatnonzero(eligible)
+    gap = max(2, round(0.12 * max(h, w)))
+    px, py, px1, py1 = cx[pieces], cy[pieces], cx[pieces] + cw[pieces], cy[pieces] + ch[pieces]
+    close = ((np.maximum.outer(px, px) - np.minimum.outer(px1, px1) <= gap)
+             & (np.maximum.outer(py, py) - np.minimum.outer(py1, py1) <= gap))
+    kept_piece = near[pieces] | (pieces == main)
+    while True:
+        more = close[kept_piece].any(axis=0) & ~kept_piece
+        if not more.any():
+            break
+        kept_piece |= more
+    chosen = np.zeros(n, np.uint8)
+    chosen[pieces[kept_piece]] = 1
     kept[y0 : y0 + ih, x0 : x0 + iw] = chosen[labels]
     return kept
 
