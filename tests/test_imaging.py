@@ -468,3 +468,35 @@ def test_a_stray_mark_away_from_the_digit_is_dropped():
     out = normalize(Image.fromarray(paper))
     cols = np.flatnonzero(out.max(0) > 64)
     assert cols.max() - cols.min() <= 6, cols
+
+
+def comb_cell(digit: np.ndarray | None, ticks=(6, 112), tick_top: int = 80) -> Image.Image:
+    """A comb field cut around one box: the base rule across the cell at y=100, the ticks
+    that part the boxes standing on it (2 px wide, up to ``tick_top``), and the digit."""
+    paper = np.full((120, 120), 255, np.uint8)
+    if digit is not None:
+        paper[24:96, 24:96] = 255 - np.asarray(Image.fromarray(digit).resize((72, 72)))
+    paper[100:102, :] = 0
+    for x in ticks:
+        paper[tick_top:100, x : x + 2] = 0
+    return Image.fromarray(paper)
+
+
+def test_a_combs_ticks_are_not_part_of_the_digit(mnist):
+    """Stubs standing on the base rule, two of one length: the comb's, not the digit's (a
+    4 written faintly between them came out as one tick, a 7 as a 1 with a tick beside)."""
+    for i in range(10):
+        digit = mnist.test_images[i]
+        alone = normalize(Image.fromarray(255 - digit))
+        combed = normalize(comb_cell(digit))
+        assert np.abs(combed.astype(int) - alone.astype(int)).mean() < 12, i
+
+
+def test_a_one_standing_on_the_rule_is_not_a_tick():
+    """A stroke on the rule with a length of its own is the digit, ticks or not."""
+    for ticks in ((), (6, 112)):
+        paper = np.asarray(comb_cell(None, ticks)).copy()
+        paper[45:100, 58:62] = 0  # a 1 on the base rule, 55 px tall
+        out = normalize(Image.fromarray(paper))
+        rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
+        assert rows.max() - rows.min() >= 19 and cols.max() - cols.min() <= 4, (ticks, cols)
