@@ -538,9 +538,9 @@ def keep_digit(mask: np.ndarray, rules: np.ndarray | None = None) -> np.ndarray 
     # a fifth: 99.49 / 99.52 / 99.53 / 99.55 %, the fifth sending more digits to review;
     # boxes within an eighth 99.55 %, boxed 99.14 -> 99.21, printed 99.21 -> 99.28); then,
     # once, on the published sets: plain paper 99.48 -> 99.55 %, boxed 99.09 -> 99.11,
-    # printed 99.03 -> 99.07, non-digits flagged 98.68 -> 98.74 %. (Boxes, not pixels: a dozen pieces at
-    # most, where dilating the kept pixels step by step cost a tenth of a boxed cell's
-    # cleanup; this costs 2-3 %.)
+    # printed 99.03 -> 99.07, non-digits flagged 98.68 -> 98.74 %. (Boxes, not pixels: a
+    # dozen pieces at most, where dilating the kept pixels step by step cost a tenth of a
+    # boxed cell's cleanup; this costs 2-3 %.)
     pieces = np.flatnonzero(eligible)
     gap = max(2, round(0.12 * max(h, w)))
     px, py, px1, py1 = cx[pieces], cy[pieces], cx[pieces] + cw[pieces], cy[pieces] + ch[pieces]
