@@ -1,5 +1,6 @@
 """Static int8 quantisation with onnxruntime, calibrated on MNIST training images,
-accepted only if it keeps the fp32 model's answers."""
+accepted only if it keeps the fp32 model's answers. Weights in 7 bits, so that the model
+reads alike on every x86 CPU; the first convolution stays fp32."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -52,14 +54,33 @@ class QuantReport:
         return {**asdict(self), "speedup": self.speedup}
 
 
+def first_conv(path: str | Path) -> list[str]:
+    """The name of the graph's first convolution (nodes are in topological order), if any."""
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"][:1]
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray) -> None:
+    """Per-channel int8 weights and uint8 activations.
+
+    ``reduce_range``: weights in 7 bits. On x86 CPUs without VNNI (AVX2, AVX-512 before
+    Cascade Lake) onnxruntime multiplies uint8 by int8 with instructions that add pairs into
+    16 bits and saturate; with 8-bit weights the model exported on a VNNI machine read worse
+    elsewhere (one AVX2 core, selection sets of 10,000 cells, 2026-11-27: MNIST 99.56 %
+    against fp32's 99.66, boxed 99.14 against 99.24, and a small MLP fell under the int8
+    gate), with 7 bits as fp32 (99.64 / 99.16).
+
+    The first convolution stays fp32: it reads the image itself (one channel, 4.5 % of the
+    shipped model's multiply-adds); without it the int8 model ran 350 rather than 405 us an
+    image on that core, and read 99.65 / 99.19. Calibrating on cells instead of MNIST, more
+    images, percentile or entropy ranges changed nothing."""
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre), str(out_path), MnistCalibration(calib_images),
-            quant_format=QuantFormat.QOperator, per_channel=True,
+            quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=first_conv(pre),
         )
 
 

@@ -37,3 +37,23 @@ def test_the_gate_refuses_a_model_that_answers_differently(mlp_onnx, shipped_mod
     """Test of the test: a different network is not an acceptable int8 of the MLP."""
     with pytest.raises(QuantizationError, match="argmax agrees with fp32 on .* required"):
         check_int8(mlp_onnx, shipped_model, mnist.test_images, mnist.test_labels, 0)
+
+
+def test_the_first_convolution_stays_fp32(shipped_model, mnist, tmp_path):
+    """It reads the image itself; and the weights are in 7 bits, so that CPUs without VNNI
+    read the model as those with it do."""
+    import onnx
+
+    from digitscan.export.quantize import quantize_int8
+
+    out = tmp_path / "q.onnx"
+    quantize_int8(shipped_model, out, mnist.train_images[:200])
+    for path in (out, int8_path_for(shipped_model)):  # what export writes, and what ships
+        graph = onnx.load(str(path)).graph
+        convs = [n.op_type for n in graph.node if "Conv" in n.op_type]
+        assert convs == ["Conv"] + ["QLinearConv"] * (len(convs) - 1) and len(convs) == 10, convs
+        # 7-bit weights (reduce_range): 2 x 255 x 64 fits the 16 bits that CPUs without VNNI
+        # add pairs of products into
+        weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
+        assert len(weights) >= 8 and all(-64 <= int(w.min()) and int(w.max()) <= 64 for w in weights)
