@@ -6,7 +6,7 @@ from PIL import Image
 
 from digitscan.errors import BlankImage, CorruptImage, ImageTooLarge, UnsupportedFormat
 from digitscan.trainer.cells import form_cell, form_cells
-from digitscan.worker.imaging import decode, decode_array, normalize, prepare
+from digitscan.worker.imaging import decode, decode_array, normalize, prepare, rules_of
 from digitscan.worker.model import Classifier
 from digitscan.worker.settings import Limits
 
@@ -432,6 +432,34 @@ def test_a_bar_resting_on_a_rule_stays_with_the_digit(side, bar):
 
     boxed, alone = normalize(seven(True)), normalize(seven(False))
     assert np.abs(boxed.astype(int) - alone.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_a_bar_that_touches_the_cells_edge_is_not_a_rule(side):
+    """A big 7 (a bold 3's top) cut close, its bar running off the cell's edge for 60 % of
+    the cell: the rule search sees ink past the edge, so from an edge half the length looks
+    like a rule across the cell. Taken for one, the 7 came out a 1. A rule that does cross
+    the cell, broken in the middle, still goes (test of the test)."""
+    import cv2
+
+    def seven(rule: bool) -> np.ndarray:
+        paper = np.full((100, 100), 255, np.uint8)
+        if rule:
+            paper[92:94, :48] = paper[92:94, 52:] = 0  # a bottom rule, broken
+        paper[12:22, 0:60] = 0  # the bar, from the cell's left edge
+        cv2.line(paper, (56, 18), (24, 84), 0, 8)  # the stem
+        return paper if side == "left" else paper[:, ::-1].copy()
+
+    bar = np.zeros((100, 100), np.uint8)
+    bar[12:22, 0:60] = 255
+    for rule in (False, True):
+        mask = np.where(seven(rule) < 128, 255, 0).astype(np.uint8)
+        found = rules_of(mask)
+        bar_here = bar if side == "left" else bar[:, ::-1]
+        assert not np.count_nonzero(found & bar_here), (side, rule)
+        # (nearly) the rule's 2 x 96 pixels and nothing else, or nothing at all
+        on_rule, total = np.count_nonzero(found[92:94]), np.count_nonzero(found)
+        assert on_rule == total and (total >= 180 if rule else total == 0), (side, rule, total)
 
 
 def test_a_detached_bar_of_a_five_is_kept_and_specks_are_not():

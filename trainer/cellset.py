@@ -25,7 +25,7 @@ from digitscan.worker.imaging import prepare
 
 log = logging.getLogger(__name__)
 
-VERSION = 7  # bump when cells.py or the worker's normalisation changes what a set holds
+VERSION = 8  # bump when cells.py or the worker's normalisation changes what a set holds
 BLOCK = 500  # cells per parallel task
 
 

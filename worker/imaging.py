@@ -293,9 +293,11 @@ def _stretch(ink: np.ndarray) -> np.ndarray | None:
     return cv2.LUT(ink, lut.astype(np.uint8))
 
 
-def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | None:
+def _runs(mask: np.ndarray, horizontal: bool, fraction: float,
+          spanning: bool = False) -> np.ndarray | None:
     """Pixels of straight runs of ink over ``fraction`` of the cell, in its outer third,
-    tolerating a tilt of a few degrees; None where there are none."""
+    tolerating a tilt of a few degrees; None where there are none. ``spanning``: only runs
+    that, with the other pieces on their line, span that much of the cell themselves."""
     h, w = mask.shape
     along, across = (w, h) if horizontal else (h, w)
     length = int(fraction * along)
@@ -338,6 +340,10 @@ def _runs(mask: np.ndarray, horizontal: bool, fraction: float) -> np.ndarray | N
         core = cv2.erode(cv2.dilate(rows[start : start + reach], k_across), k_along)
         if cv2.countNonZero(core):
             found = cv2.bitwise_and(cv2.dilate(core, k_along), rows[start : start + reach])
+            # The erosion sees ink past the cell's edge, so a run from an edge needs only
+            # half the length: a rule cut by the edge, or a digit's bar touching it.
+            if spanning and cv2.boundingRect(found)[2] < length:
+                continue
             runs[start : start + reach][keep] = _own_band(found)[keep]
     if not cv2.countNonZero(runs):
         return None
@@ -391,8 +397,8 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
         if cv2.connectedComponents(corners)[0] - 1 >= 2 and _encloses(mask, box):
             return box
     # A run over 90 % of the cell is also one over 55 %: where there was none, skip the search.
-    h_full = None if h_long is None else _runs(mask, True, 0.9)
-    v_full = None if v_long is None else _runs(mask, False, 0.9)
+    h_full = None if h_long is None else _runs(mask, True, 0.9, spanning=True)
+    v_full = None if v_long is None else _runs(mask, False, 0.9, spanning=True)
     if h_full is None and (v_full is None or
                            cv2.countNonZero(v_full) > 0.8 * cv2.countNonZero(mask)):
         # No rule; or upright runs and nothing else: a tall 1 in a cell cut close around it
