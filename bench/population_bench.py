@@ -13,11 +13,12 @@ import argparse
 import json
 import time
 
+from digitscan.export.pipeline import CARD_POPULATIONS
 from digitscan.export.populations import measure
 from digitscan.trainer.data import load_mnist
 from digitscan.worker.model import Classifier, cores
 
-SIZES = {"mnist": 10_000, "form": 10_000, "boxed": 10_000, "printed": 10_000, "negative": 10_000}
+SIZES = CARD_POPULATIONS  # the card states the same figures
 
 
 def main() -> None:
