@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data")
     parser.add_argument("--model", default=None,
-                        help="default: scan's own (the int8 model on the CPU provider)")
+                        help="default: scan's own (worker.settings.default_model: int8 or fp32)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     got = hashlib.sha256(YARDSTICK.read_bytes()).hexdigest()

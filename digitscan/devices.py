@@ -31,6 +31,23 @@ def cuda_offered() -> bool:
     return ORT_PROVIDERS["cuda"] in onnxruntime.get_available_providers()
 
 
+def int8_native() -> bool | None:
+    """Whether this CPU multiplies int8 vectors natively (x86's AVX-512 VNNI, ARM's dot
+    product), as numpy's start-up feature detection found; None where numpy does not say.
+    Without them onnxruntime's int8 kernels add pairs of products into 16 bits: slower than
+    fp32 for the shipped model (README), and what the int8 file's 7-bit weights are for."""
+    try:  # numpy's feature table: numpy._core from 2.0, numpy.core before
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return None
+    if not features:
+        return None
+    return bool(features.get("AVX512VNNI") or features.get("ASIMDDP"))
+
+
 def session_providers(names: list[str]) -> list:
     """onnxruntime's ``providers=`` argument for provider ``names``, with their options."""
     return [(n, dict(CUDA_PROVIDER_OPTIONS)) if n == ORT_PROVIDERS["cuda"] else n for n in names]

@@ -53,11 +53,13 @@ def test_redact_hides_passwords():
     assert redact("redis://host:6379/0") == "redis://host:6379/0"
 
 
-def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_path):
+def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_path, monkeypatch):
     import json
     import shutil
 
     from digitscan.worker.settings import default_model
+
+    monkeypatch.setattr("digitscan.devices.int8_native", lambda: True)  # a CPU with VNNI
 
     for name in ("digits.onnx", "digits.json", "digits.int8.onnx", "digits.int8.json"):
         shutil.copy(MODELS / name, tmp_path / name)
@@ -72,3 +74,29 @@ def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_pat
     # ... as does a missing int8 file's card.
     (tmp_path / "digits.int8.json").unlink()
     assert default_model("cpu", tmp_path) == str(tmp_path / "digits.onnx")
+
+
+@pytest.mark.parametrize(("native", "variant"), [(True, "digits.int8.onnx"),
+                                                 (None, "digits.int8.onnx"),
+                                                 (False, "digits.onnx")])
+def test_a_cpu_without_native_int8_runs_fp32(monkeypatch, native, variant):
+    """Where int8 is emulated with 16-bit sums, fp32 is faster (README); where the CPU's
+    features are unknown, the card's gate decides as before. (This machine's own CPU cannot
+    be swapped: the features are set here; the next test checks the real detection.)"""
+    from digitscan.worker.settings import default_model
+
+    monkeypatch.setattr("digitscan.devices.int8_native", lambda: native)
+    assert default_model("cpu", MODELS) == str(MODELS / variant)
+    assert default_model("cuda", MODELS) == str(MODELS / "digits.onnx")
+
+
+def test_native_int8_is_what_the_kernel_reports():
+    import platform
+    from pathlib import Path
+
+    from digitscan.devices import int8_native
+
+    cpuinfo = Path("/proc/cpuinfo")
+    assert platform.system() == "Linux" and cpuinfo.is_file()  # this suite's machines
+    flags = set(cpuinfo.read_text().split())
+    assert int8_native() == bool({"avx512_vnni", "asimddp"} & flags)
