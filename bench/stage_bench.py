@@ -18,10 +18,12 @@ import base64
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from digitscan.devices import int8_native
 from digitscan.errors import ImageError
 from digitscan.export.populations import population
 from digitscan.trainer.data import load_mnist
@@ -29,6 +31,7 @@ from digitscan.worker.imaging import decode_array, normalize
 from digitscan.worker.messages import CONTENT_TYPE, Chunk, Item, pack, unpack
 from digitscan.worker.model import CPU_BATCH
 from digitscan.worker.results import result_line
+from digitscan.worker.settings import default_model
 
 BATCH = 256
 
@@ -81,6 +84,10 @@ def main() -> None:
         print(f"model {variant}: {model_us(path, digits, CPU_BATCH):.0f} µs per image in batches "
               f"of {CPU_BATCH} as the worker runs a chunk ({model_us(path, digits, BATCH):.0f} "
               f"in one batch of {BATCH}), one thread", flush=True)
+    native = int8_native()
+    print(f"native int8 on this CPU (AVX-512 VNNI, ARM dot product): "
+          f"{'unknown' if native is None else 'yes' if native else 'no'}; "
+          f"scan's default model here: {Path(default_model('cpu')).name}", flush=True)
     for name in ("mnist", "form"):
         files, _ = population(name, mnist, BATCH, seed=11)
         chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(files)))
