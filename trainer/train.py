@@ -164,6 +164,12 @@ def calibration_set(config: TrainConfig, mnist: Mnist, train_fonts: list | None 
     return np.concatenate([held, vx]), np.concatenate([held_labels.astype(np.int64), vy])
 
 
+def review_threshold(confidence: torch.Tensor) -> float:
+    """The calibrated digit confidence below which ``REVIEW_SHARE`` of the held-out digits
+    fall, within [0.5, 0.99] and rounded as the card states it."""
+    return round(min(max(float(torch.quantile(confidence, REVIEW_SHARE)), 0.5), 0.99), 4)
+
+
 @torch.no_grad()
 def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """Temperature scaling (Guo et al. 2017) on held-out data, and two thresholds read from
@@ -190,9 +196,7 @@ def calibrate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     probs = torch.softmax(logits / temperature, 1)
     digits = labels < 10
     confidence = probs[digits, :10].max(1).values
-    review_below = float(torch.quantile(confidence, REVIEW_SHARE))
-    thresholds = {"review_below": round(min(max(review_below, 0.5), 0.99), 4),
-                  "review_share": REVIEW_SHARE}
+    thresholds = {"review_below": review_threshold(confidence), "review_share": REVIEW_SHARE}
     if probs.shape[1] > NOT_A_DIGIT_CLASS:
         # At least 0.5: below that "not a digit" would not be the likeliest answer anyway.
         not_digit = float(torch.quantile(probs[digits, NOT_A_DIGIT_CLASS], 0.999))
