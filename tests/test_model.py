@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitscan.errors import ModelError, ProviderError
-from digitscan.worker.model import Classifier, default_threads, resolve_providers
+from digitscan.worker.model import Classifier, check_loadable, default_threads, resolve_providers
 
 
 def test_auto_prefers_cuda_only_when_offered():
@@ -18,6 +18,19 @@ def test_auto_prefers_cuda_only_when_offered():
 def test_explicit_cuda_never_falls_back_silently():
     with pytest.raises(ProviderError, match="provider cuda .* not offered .*--provider cpu"):
         resolve_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_check_loadable_loads_in_a_child_and_names_what_is_wrong(model_copy, tmp_path):
+    """The worker's start-up check: a real model passes; a file that is no model is refused
+    with onnxruntime's own reason, found in a forked child."""
+    check_loadable(model_copy)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(model_copy.read_bytes()[:5000])
+    with pytest.raises(ModelError) as err:
+        check_loadable(truncated)
+    message = str(err.value)
+    assert message.startswith(f"onnxruntime cannot load {truncated} (")
+    assert "\n" not in message and "Traceback" not in message and "digitscan export" in message
 
 
 def test_classifier_runs_the_shipped_model(model_copy, mnist):
