@@ -40,14 +40,20 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 class Entry:
     """One file found from the inputs; an archive yields many items."""
 
-    path: Path | PurePosixPath
+    # The file's path (an object's, for a URL), as a string: a client lists every file of a
+    # job twice, and a Path object for each cost a third of that listing.
+    where: str
     source: str  # the path as the user gave it (joined under a given folder), or the URL
     url: str | None = None  # set for an object read through fsspec
     size: int | None = None  # an object's size as listed
 
     @property
+    def path(self) -> Path | PurePosixPath:
+        return PurePosixPath(self.where) if self.url else Path(self.where)
+
+    @property
     def kind(self) -> str:
-        name = self.path.name.lower()
+        name = self.where.rpartition("/")[2].lower()
         if name.endswith(ZIP_SUFFIXES):
             return "zip"
         if name.endswith(TAR_SUFFIXES):
@@ -171,18 +177,18 @@ def iter_entries(inputs: list[str], skipped: Skipped | None = None,
             continue
         path = Path(given)
         if path.is_dir():
-            yield from _walk(path, "", skipped, select)
+            yield from _walk(str(path), "", skipped, select)
         elif path.exists():
-            yield Entry(path, given)
+            yield Entry(str(path), given)
         else:
             for match in sorted(glob.glob(given, recursive=True)):
                 if Path(match).is_dir():
-                    yield from _walk(Path(match), "", skipped, select)
+                    yield from _walk(str(Path(match)), "", skipped, select)
                 elif _sort_out(match, Path(match).name, select, skipped):
-                    yield Entry(Path(match), match)
+                    yield Entry(str(Path(match)), match)
 
 
-def _walk(folder: Path, below: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
+def _walk(folder: str, below: str, skipped: Skipped | None, select: Selection) -> Iterator[Entry]:
     # Name by name, folders expanded in place: the order of sorted(folder.rglob("*")).
     # scandir's entries know their type from the directory listing itself: no stat() per
     # file (which was a third of a scanning client's time on 30,000 small PNGs).
@@ -193,16 +199,16 @@ def _walk(folder: Path, below: str, skipped: Skipped | None, select: Selection) 
         return
     for entry in children:
         name, relative = entry.name, f"{below}{entry.name}"
-        # entry.path is str(folder / name), joined in C; the folders above were not clutter
+        # entry.path is folder + "/" + name, joined in C; the folders above were not clutter
         # (or the walk would not be here), so a name that is not is a path that is not.
         if is_clutter(name):
             if skipped is not None:
                 skipped.add("hidden", entry.path)
         elif _is(entry.is_dir):
-            yield from _walk(folder / name, relative + "/", skipped, select)
+            yield from _walk(entry.path, relative + "/", skipped, select)
         elif _is(entry.is_file):  # never a FIFO, socket or device: reading one could hang
             if select.wants(relative):
-                yield Entry(folder / name, entry.path)
+                yield Entry(entry.path, entry.path)
             elif skipped is not None:
                 skipped.add("unselected", entry.path)
 
@@ -222,11 +228,11 @@ def _objects(url: str, skipped: Skipped | None, select: Selection) -> Iterator[E
     for found, size in storage.listing(url):
         name = PurePosixPath(found.partition("://")[2])
         if found.rstrip("/") == url.rstrip("/"):
-            yield Entry(name, found, url=found, size=size)
+            yield Entry(str(name), found, url=found, size=size)
             continue
         relative = found[len(prefix):] if found.startswith(prefix) else name.name
         if _sort_out(found, relative, select, skipped):
-            yield Entry(name, found, url=found, size=size)
+            yield Entry(str(name), found, url=found, size=size)
 
 
 def find_entries(inputs: list[str]) -> list[Entry]:
@@ -250,18 +256,21 @@ def _tar_members(tf: tarfile.TarFile, entry: Entry, select: Selection,
 @contextlib.contextmanager
 def _opened(entry: Entry) -> Iterator:
     """The archive's bytes as a seekable file: on disk, or through fsspec."""
-    with (storage.open_binary(entry.url) if entry.url else open(entry.path, "rb")) as f:
+    with (storage.open_binary(entry.url) if entry.url else open(entry.where, "rb")) as f:
         yield f
 
 
 def count_items(entry: Entry, skipped: Skipped | None = None, select: Selection = EVERYTHING) -> int:
     """How many items ``read_items`` yields for ``entry``; what an archive leaves out is
     counted in ``skipped``."""
+    kind = entry.kind
+    if kind == "file":
+        return 1
     try:
-        if entry.kind == "zip":
+        if kind == "zip":
             with _opened(entry) as f, zipfile.ZipFile(f) as zf:
                 return len(_zip_members(zf, entry, select, skipped)) or 1
-        if entry.kind == "tar":
+        if kind == "tar":
             with _opened(entry) as f, tarfile.open(fileobj=f, mode="r:*") as tf:
                 return len(_tar_members(tf, entry, select, skipped)) or 1
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
@@ -302,14 +311,14 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
                reference_above: int | None = None) -> Found:
     try:
         if by_reference:
-            st = entry.path.stat()
+            st = os.stat(entry.where)
             refused = _refused(st, max_bytes)
             return Found(entry.source, error=refused) if refused else Found(
-                entry.source, path=str(entry.path.resolve()), size=st.st_size)
+                entry.source, path=os.path.realpath(entry.where), size=st.st_size)
         # Opened, then checked by fstat: one lookup of the path, not two (a stat, then an
         # open), ~5 us a file, 2 % of a scan of small PNGs. Non-blocking, or the open of a
         # FIFO would wait for a writer for ever; no controlling terminal from a tty.
-        fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(entry.where, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             refused = _refused(st, max_bytes)
@@ -318,7 +327,7 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
             if reference_above is not None and st.st_size > reference_above:
                 # The worker reads it: its bytes need not cross Redis, the worker's parent and
                 # the pool's pipe, each of which costs by the byte (scan's REFERENCE_ABOVE).
-                return Found(entry.source, path=os.path.abspath(entry.path), size=st.st_size)
+                return Found(entry.source, path=os.path.abspath(entry.where), size=st.st_size)
             parts, total = [], 0
             while total <= max_bytes:  # to the end, also if it grew since the fstat
                 part = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
