@@ -42,6 +42,8 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
              redis.exceptions.OutOfMemoryError)
 READ_BATCH = 2000
 _DECODE = json.JSONDecoder().decode
+# json.dumps builds an encoder for every call that passes separators: a third of pack's time.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 SUFFIXES = ("results", "seen", "errors", "models", "events", "pending", "done", "attempts",
             "dead", "requeues")
 MODEL_REF = 12  # hex digits of the model's sha256 kept per result; the job keeps them all
@@ -50,9 +52,9 @@ MODEL_REF = 12  # hex digits of the model's sha256 kept per result; the job keep
 def pack(line: dict) -> str:
     """A result as stored: the fields that vary per image, without the job id and with a
     short model reference (~50 B instead of ~270 B as a full line)."""
-    return json.dumps([line.get("source"), line.get("digit"), line.get("confidence"),
-                       bool(line.get("review")), line.get("error"),
-                       (line.get("model") or "")[:MODEL_REF]], separators=(",", ":"))
+    return _ENCODE([line.get("source"), line.get("digit"), line.get("confidence"),
+                    bool(line.get("review")), line.get("error"),
+                    (line.get("model") or "")[:MODEL_REF]])
 
 
 def unpack(job: str, index: int, raw: bytes, models: dict[str, str]) -> dict:
