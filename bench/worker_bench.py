@@ -5,7 +5,9 @@
 2. `digitscan scan --workers 2` (private Redis, 2 pool processes): images/s for several
    chunk sizes, and its ratio to the ceiling at the same size;
 3. latency of a one-image job with warm workers (submit -> result stored), p50 and p99;
-4. peak RSS of the worker processes.
+4. peak RSS of the worker processes;
+5. start-up: a worker started until it says it is ready, and a whole `digitscan scan` of
+   10 files (what a small job waits for, nearly all of it start-up), medians of 5.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +90,34 @@ def latency(files: list[str], model: str, n: int) -> tuple[float, float, float]:
     return statistics.median(times) * 1000, times[int(0.99 * (len(times) - 1))] * 1000, rss
 
 
+def start_up(files: list[str], model: str, runs: int = 5) -> tuple[float, float]:
+    """(seconds until a 2-process worker is ready, seconds of a 10-file scan), medians."""
+    ready, scans = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "small"
+        small.mkdir()
+        for f in files[:10]:
+            (small / Path(f).name).write_bytes(Path(f).read_bytes())
+        for i in range(runs):
+            with EmbeddedRedis(Path(tmp) / f"r{i}") as server:
+                settings = Settings(broker_url=server.url, model=model, concurrency=2)
+                t0 = time.perf_counter()
+                workers = LocalWorkers(settings.to_env(), 2, Path(tmp) / f"w{i}.log").start()
+                try:
+                    while not workers.ready():  # wait_ready's 0.1 s polls are too coarse here
+                        workers.check()
+                        time.sleep(0.005)
+                    ready.append(time.perf_counter() - t0)
+                finally:
+                    workers.stop(warm=False)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "scan", str(small),
+                            "--model", model, "--out", str(Path(tmp) / "out.jsonl")],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            scans.append(time.perf_counter() - t0)
+    return statistics.median(ready), statistics.median(scans)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="data")
@@ -110,6 +142,9 @@ def main() -> None:
         print(f"one-image job, warm workers: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
               f"({args.latency_jobs} jobs)")
         print(f"worker RSS (largest process of the pool): {rss:.0f} MB")
+        ready, small = start_up(files, args.model)
+        print(f"start-up: a 2-process worker ready after {ready:.2f} s; `digitscan scan` of "
+              f"10 files {small:.2f} s as a whole command (medians of 5)")
 
 
 if __name__ == "__main__":
