@@ -33,6 +33,21 @@ def test_check_loadable_loads_in_a_child_and_names_what_is_wrong(model_copy, tmp
     assert "\n" not in message and "Traceback" not in message and "digitscan export" in message
 
 
+def test_check_loadable_never_waits_for_ever(model_copy, monkeypatch):
+    """A load that hangs (a huge model, a machine out of memory) is refused after the bound,
+    and its child killed. The hang is a stand-in: no real model loads slowly enough."""
+    import time
+
+    from digitscan.worker import model
+
+    monkeypatch.setattr(model, "LOAD_CHECK_S", 0.2)
+    monkeypatch.setattr(model.ort, "InferenceSession", lambda *a, **k: time.sleep(60))
+    t0 = time.monotonic()
+    with pytest.raises(ModelError, match=r"did not load .* within 0.2 s"):
+        check_loadable(model_copy)
+    assert time.monotonic() - t0 < 10
+
+
 def test_classifier_runs_the_shipped_model(model_copy, mnist):
     clf = Classifier(model_copy, "cpu")
     probs = clf.predict(mnist.test_images[:50])

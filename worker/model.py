@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,9 @@ def resolve_providers(choice: str, available: list[str] | None = None) -> list[s
     return provider_chain(choice)
 
 
+LOAD_CHECK_S = 300  # a model that takes longer to load than this is refused
+
+
 def check_loadable(path: str | Path) -> None:
     """Refuse a model onnxruntime cannot load (a file that matches its card but is not a
     model, or needs newer operators than this onnxruntime has), before a worker takes work:
@@ -57,6 +62,12 @@ def check_loadable(path: str | Path) -> None:
             os._exit(status)
     os.close(write)
     with os.fdopen(read, "rb") as f:
+        # The child's reason, or the end of the pipe when it exits; never a wait for ever.
+        if not select.select([f], [], [], LOAD_CHECK_S)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise ModelError(f"onnxruntime did not load {path} within {LOAD_CHECK_S} s; "
+                             "check the file and the machine's free memory.")
         said = f.read().decode(errors="replace")
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code != 0:
