@@ -53,7 +53,7 @@ class Entry:
 
     @property
     def kind(self) -> str:
-        name = self.where.rpartition("/")[2].lower()
+        name = os.path.basename(self.where).lower()
         if name.endswith(ZIP_SUFFIXES):
             return "zip"
         if name.endswith(TAR_SUFFIXES):
