@@ -54,6 +54,10 @@ def check_loadable(path: str | Path) -> None:
         status = 1
         try:
             os.close(read)
+            # onnxruntime's own log lines go nowhere: the reason travels on the pipe.
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
             ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             status = 0
         except BaseException as exc:  # noqa: BLE001 - whatever it is, it is the reason
