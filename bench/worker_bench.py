@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.ratio_bench import timed_scan
 from digitscan.trainer.data import load_mnist
 from digitscan.trainer.pngs import write_test_pngs
 from digitscan.worker.client import submit, wait
@@ -104,17 +103,11 @@ def start_up(files: list[str], model: str, runs: int = 5) -> tuple[float, float]
                 t0 = time.perf_counter()
                 workers = LocalWorkers(settings.to_env(), 2, Path(tmp) / f"w{i}.log").start()
                 try:
-                    while not workers.ready():  # wait_ready's 0.1 s polls are too coarse here
-                        workers.check()
-                        time.sleep(0.005)
+                    workers.wait_ready(poll_s=0.005)  # its usual 0.1 s is too coarse here
                     ready.append(time.perf_counter() - t0)
                 finally:
                     workers.stop(warm=False)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "scan", str(small),
-                            "--model", model, "--out", str(Path(tmp) / "out.jsonl")],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            scans.append(time.perf_counter() - t0)
+            scans.append(timed_scan(str(small), "--model", model)[1])
     return statistics.median(ready), statistics.median(scans)
 
 

@@ -201,10 +201,10 @@ class LocalWorkers:
             raise JobError(f"the local worker was not ready after {self.ready_timeout:.0f} s: "
                            f"{_tail(self.logfile)}")
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, poll_s: float = 0.1) -> None:
         while not self.ready():
             self.check()
-            time.sleep(0.1)
+            time.sleep(poll_s)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S, warm: bool = True) -> None:
         """Warm shutdown, then kill what is left. ``warm=False`` kills at once: only for a
