@@ -7,16 +7,26 @@ There (after `source .gpu/assemble.sh` and `source bench/gpu_env.sh`):
     python -m bench.gpu_sweep run .gpu/mnist.tar.gz .gpu/cells.tar.gz
 Each point is one whole `scan` command (start-up included, as `bench.ratio_bench` times it):
 60,000 MNIST training images as PNG files and form cells (plain, boxed, printed; the ratio
-bench's sets), the CPU provider (the int8 model) and the CUDA provider (fp32).
+bench's sets), the CPU provider (scan's default model there) and the CUDA provider (fp32).
+Each also says where its CPU time went, per role (`bench.roles`: the client, the Celery
+parent, the pool, Redis), in µs an image.
+
+What bends the curve: `--split K,...` also runs, for the most workers of each provider, K
+scans at once on K disjoint parts of each set (each its own client, Redis and 1/K of the
+workers) and reports their images together (all images / the wall time of the last). If K
+clients go faster than one with the same workers, the one client is the bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 SWEEP = {"cpu": (2, 4, 8, 16), "cuda": (1, 2, 4, 8, 16)}
@@ -37,33 +47,91 @@ def pack(data: str, out: str, cells: int) -> None:
             print(f"{out}/{name}.tar.gz: {(Path(out) / f'{name}.tar.gz').stat().st_size / 1e6:.1f} MB")
 
 
+def _command(folder: Path, provider: str, workers: int, out: str) -> list[str]:
+    return [sys.executable, "-m", "digitscan.cli", "-q", "scan", str(folder), "--workers",
+            str(workers), "--provider", provider, "--out", out]
+
+
+def _lines(path: str) -> int:
+    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+
+
 def scan(folder: Path, provider: str, workers: int) -> dict:
-    from bench.ratio_bench import timed_scan
+    """One whole scan command: images/s, and CPU µs an image per role of its processes."""
+    from bench.roles import run_with_roles
 
-    try:
-        lines, seconds = timed_scan(str(folder), "--workers", str(workers), "--provider", provider)
-    except subprocess.CalledProcessError as exc:  # one point failed: the sweep goes on
-        print(f"  scan failed ({exc.returncode}): {exc.stderr.strip()[-400:]}", flush=True)
-        lines, seconds = 0, float("nan")
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds, cpu, code = run_with_roles(_command(folder, provider, workers, f"{tmp}/r.jsonl"),
+                                            stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "w"))
+        lines = _lines(f"{tmp}/r.jsonl")
+        if code:  # one point failed: the sweep goes on
+            print(f"  scan failed ({code}): {open(f'{tmp}/err').read().strip()[-400:]}", flush=True)
+            lines = 0
     return {"provider": provider, "workers": workers, "images": lines, "seconds": seconds,
-            "images_per_s": lines / seconds if lines else 0.0}
+            "images_per_s": lines / seconds if lines else 0.0,
+            "cpu_us_per_image": {k: 1e6 * v / lines for k, v in cpu.items()} if lines else {}}
 
 
-def run(archives: list[str], out: str | None) -> None:
+def split_scan(folder: Path, provider: str, workers: int, k: int) -> dict:
+    """K scans at once on K disjoint parts of ``folder`` (hard links), workers // k each,
+    with the onnxruntime threads of one scan of ``workers`` (each scan alone would give its
+    fewer processes more threads, and K of them would oversubscribe the cores)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "DIGITSCAN_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        files = sorted(folder.iterdir())
+        parts = [Path(tmp) / f"part{i}" for i in range(k)]
+        for i, part in enumerate(parts):
+            part.mkdir()
+            for f in files[i::k]:
+                os.link(f, part / f.name)
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(_command(part, provider, max(1, workers // k), f"{part}.jsonl"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                 for part in parts]
+        codes = [p.wait() for p in procs]
+        seconds = time.perf_counter() - t0
+        lines = sum(_lines(f"{part}.jsonl") for part in parts)
+    if any(codes):
+        print(f"  split scan failed: exit codes {codes}", flush=True)
+    return {"provider": provider, "workers": workers, "split": k, "images": lines,
+            "seconds": seconds, "images_per_s": lines / seconds if lines else 0.0}
+
+
+def _roles(row: dict) -> str:
+    cpu = row.get("cpu_us_per_image")
+    return "" if not cpu else "; CPU µs an image: " + ", ".join(
+        f"{name} {us:.0f}" for name, us in cpu.items() if us >= 0.5)
+
+
+def run(archives: list[str], out: str | None, splits: tuple[int, ...] = (),
+        sweep: dict = SWEEP, repeat: int = 1) -> None:
     work = Path(tempfile.mkdtemp())
     names = []
     for archive in archives:
         with tarfile.open(archive) as tar:
             tar.extractall(work, filter="data")
             names += sorted({m.name.split("/")[0] for m in tar.getmembers()})
+    for name in names:  # --repeat: every file k more times, as hard links of other names
+        files = sorted((work / name).iterdir())
+        for k in range(1, repeat):
+            for f in files:
+                os.link(f, f.with_name(f"r{k}-{f.name}"))
     rows = []
     for name in names:
-        for provider, counts in SWEEP.items():
+        for provider, counts in sweep.items():
             for workers in counts:
                 row = {"set": name, **scan(work / name, provider, workers)}
                 rows.append(row)
                 print(f"{name:<6} {provider:<5} {workers:>2} workers: {row['images_per_s']:>8,.0f} "
-                      f"images/s ({row['images']:,} in {row['seconds']:.1f} s)", flush=True)
+                      f"images/s ({row['images']:,} in {row['seconds']:.1f} s){_roles(row)}",
+                      flush=True)
+            for k in splits:
+                row = {"set": name, **split_scan(work / name, provider, max(counts), k)}
+                rows.append(row)
+                print(f"{name:<6} {provider:<5} {max(counts):>2} workers as {k} scans at once: "
+                      f"{row['images_per_s']:>8,.0f} images/s ({row['images']:,} in "
+                      f"{row['seconds']:.1f} s)", flush=True)
     if out:
         Path(out).write_text(json.dumps(rows, indent=1))
 
@@ -78,8 +146,16 @@ if __name__ == "__main__":
     r = sub.add_parser("run")
     r.add_argument("archives", nargs="+")
     r.add_argument("--out", default=None, help="also write the rows here as JSON")
+    r.add_argument("--repeat", type=int, default=1, help="each set's files this many times")
+    r.add_argument("--split", default="", help="e.g. 2,4: also K scans at once (see above)")
+    r.add_argument("--cpu", default=None, help="worker counts for the CPU provider, e.g. 2,16")
+    r.add_argument("--cuda", default=None, help="worker counts for CUDA (0: none)")
     args = parser.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.out, args.cells)
     else:
-        run(args.archives, args.out)
+        counts = {p: tuple(int(n) for n in (given or ",".join(map(str, SWEEP[p]))).split(",")
+                           if int(n) > 0)
+                  for p, given in (("cpu", args.cpu), ("cuda", args.cuda))}
+        run(args.archives, args.out, tuple(int(k) for k in args.split.split(",") if k),
+            {p: c for p, c in counts.items() if c}, args.repeat)

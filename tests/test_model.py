@@ -90,6 +90,36 @@ def test_a_chunk_is_run_in_cache_sized_batches_with_the_same_answers(model_copy,
     np.testing.assert_allclose(clf.predict(digits)[-12:], one_by_one, atol=1e-6)
 
 
+def test_a_gpu_session_only_ever_sees_one_batch_shape(model_copy, mnist):
+    """On a GPU every run is exactly GPU_BATCH images (the last padded with blanks), so
+    cuDNN searches its algorithms once, at warm-up: the same answers as unpadded runs, for
+    sizes below, at and above the batch. The CUDA provider is not here; the padding is the
+    Classifier's own, shown on a CPU session set to a GPU's batching (of 8 images)."""
+    from digitscan.contract import INPUT_NAME, PROBS
+    from digitscan.worker.model import CPU_BATCH, GPU_BATCH, batching
+
+    assert batching(["CUDAExecutionProvider", "CPUExecutionProvider"]) == (GPU_BATCH, True)
+    assert batching(["CPUExecutionProvider"]) == (CPU_BATCH, False)
+    clf = Classifier(model_copy, "cpu")
+    clf.batch, clf.fixed = 8, True
+    shapes = []
+    real_run = clf.session.run
+
+    def run(names, feed):
+        shapes.append(feed[INPUT_NAME].shape[0])
+        return real_run(names, feed)
+
+    clf.session = type("Recorder", (), {"run": staticmethod(run)})()
+    digits = mnist.test_images[:20]
+    for n in (1, 7, 8, 9, 20):
+        want = real_run([PROBS], {INPUT_NAME: digits[:n].reshape(-1, 1, 28, 28)})[0]
+        got = clf.predict(digits[:n])
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    clf.warm_up()
+    assert set(shapes) == {8} and len(shapes) == 1 + 1 + 1 + 2 + 3 + 1
+
+
 def test_warm_up_and_batch_of_one(model_copy):
     clf = Classifier(model_copy, "cpu")
     clf.warm_up()

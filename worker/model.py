@@ -92,9 +92,20 @@ def cores() -> int:
 # Images per session.run on the CPU provider. Its kernels are fastest on batches whose
 # activations stay in the core's cache: on one thread, per image, the fp32 model took 43.6 us
 # at 32, 66 at 128 and 104 at a chunk's 256; int8 49.6 / 51.6 / 55.8 (2 threads: 23 / 34 /
-# 54 and 31 / 31 / 32); 8 was slower again (2026-11-27, AMD EPYC, AVX-512). A GPU is fed the
-# whole chunk: large batches are what keep it busy.
+# 54 and 31 / 31 / 32); 8 was slower again (2026-11-27, AMD EPYC, AVX-512).
 CPU_BATCH = 32
+# A GPU is fed batches of exactly this many images (a chunk's default size), the last one
+# padded with blank images: cuDNN chooses its convolution algorithms once per input shape
+# (onnxruntime's default is an exhaustive search), so every other chunk size (a job's last
+# chunk, a file's few readable images, the warm-up's one image) would search again, in every
+# pool process. One shape, searched once at warm-up, before the worker takes work.
+GPU_BATCH = 256
+
+
+def batching(providers: list[str]) -> tuple[int, bool]:
+    """(images per session.run, whether every run is padded to exactly that many) for a
+    session on ``providers`` (the first is the one that runs the model)."""
+    return (CPU_BATCH, False) if providers[0] == PROVIDERS["cpu"] else (GPU_BATCH, True)
 
 
 def default_threads(processes: int, available: int | None = None) -> int:
@@ -140,7 +151,7 @@ class Classifier:
                              f"{INPUT_NAME!r} and an output {PROBS!r}. Export it with "
                              "`digitscan export`.")
         self.providers = self.session.get_providers()
-        self.batch = CPU_BATCH if self.providers[0] == "CPUExecutionProvider" else None
+        self.batch, self.fixed = batching(self.providers)
 
     def warm_up(self) -> None:
         self.predict(np.zeros((1, 28, 28), dtype=np.uint8))
@@ -149,7 +160,10 @@ class Classifier:
         """uint8 [N,28,28] (MNIST polarity) -> probabilities float32 [N,classes]: ten
         digits, and "not a digit" as an eleventh where the model has it."""
         x = np.ascontiguousarray(digits, dtype=np.uint8).reshape(-1, 1, 28, 28)
-        if self.batch is None or len(x) <= self.batch:
-            return self.session.run([PROBS], {INPUT_NAME: x})[0]
+        n = len(x)
+        if self.fixed and n % self.batch:
+            x = np.concatenate([x, np.zeros((self.batch - n % self.batch, 1, 28, 28), np.uint8)])
+        if len(x) <= self.batch:
+            return self.session.run([PROBS], {INPUT_NAME: x})[0][:n]
         return np.concatenate([self.session.run([PROBS], {INPUT_NAME: x[i : i + self.batch]})[0]
-                               for i in range(0, len(x), self.batch)])
+                               for i in range(0, len(x), self.batch)])[:n]
