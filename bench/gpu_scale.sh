@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Issue #13's checks on a GPU host (CI has none; make test never needs one), one script:
-#   bench/gpu_scale.sh SETS_DIR OUTDIR
+#   [STEPS="parity probe choices sweep cells"] bench/gpu_scale.sh SETS_DIR OUTDIR
 # after `source .gpu/assemble.sh` (../shared/gpu/README.md: onnxruntime's CUDA provider in
 # parts). SETS_DIR holds mnist.tar.gz and cells.tar.gz (`python -m bench.gpu_sweep pack`) and
-# mnist-raw.tar.gz (data/MNIST/raw, for validate). In order of what matters, each step's
-# figures written to OUTDIR as it ends, so a run cut short still says what it measured:
-# 1. CUDA parity of the shipped model (validate, TF32 off) and the classifier per provider;
-# 2. the worker-count sweep on 60,000 MNIST PNGs, each provider, with CPU per role, and K
-#    scans at once (does one client bend the curve?);
-# 3. steady state: the same at 3x the images (start-up weighs less);
-# 4. form cells.
+# mnist-raw.tar.gz (data/MNIST/raw, for validate). Each step writes its figures to OUTDIR as
+# it ends, so a run cut short still says what it measured:
+#   parity   CUDA parity of the shipped model (validate, TF32 off), the classifier per provider
+#   probe    start-up costs of the host's Python: what every scan process pays before work
+#   choices  180,000 MNIST PNGs at 16 workers, scan's choices against the alternatives side by
+#            side (one Celery parent for the whole pool; every file by path)
+#   sweep    60,000 MNIST PNGs, 1-16 workers on each provider, CPU per role
+#   cells    15,000 form cells (3,000 five times), the same
 set -uo pipefail
 sets=${1:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
 out=${2:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
+steps=" ${STEPS:-parity probe choices sweep cells} "
 py=${PYTHON:-python3}
 mkdir -p "$out"
 source "$(dirname "$0")/gpu_env.sh"
@@ -20,11 +22,26 @@ nproc; lscpu | grep -E "^Model name|^Thread|^Core|^Socket"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$py" -c 'import cv2, numpy, PIL, psutil, onnxruntime as o; print("cv2", cv2.__version__, "numpy",
   numpy.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
-tar xzf "$sets/mnist-raw.tar.gz"
-timeout 120 "$py" -c 'from digitscan.cli import main; main()' validate models/digits.pt \
-  models/digits.onnx --data data 2>&1 | tee "$out/validate.txt"
-timeout 60 "$py" -m bench.provider_bench --model models/digits.onnx --data data 2>&1 | tee "$out/provider.txt"
-"$py" -m bench.gpu_sweep run "$sets/mnist.tar.gz" --split 2,4 --out "$out/mnist.json"
-"$py" -m bench.gpu_sweep run "$sets/mnist.tar.gz" --repeat 3 --cpu 16 --cuda 8,16 \
-  --out "$out/mnist3.json"
-"$py" -m bench.gpu_sweep run "$sets/cells.tar.gz" --cpu 2,8,16 --cuda 1,4,8,16 --out "$out/cells.json"
+sweep() { "$py" -m bench.gpu_sweep run "$@"; }
+if [[ $steps == *" parity "* ]]; then
+  tar xzf "$sets/mnist-raw.tar.gz"
+  timeout 120 "$py" -c 'from digitscan.cli import main; main()' validate models/digits.pt \
+    models/digits.onnx --data data 2>&1 | tee "$out/validate.txt"
+  timeout 60 "$py" -m bench.provider_bench --model models/digits.onnx --data data 2>&1 | tee "$out/provider.txt"
+fi
+if [[ $steps == *" probe "* ]]; then
+  for code in "import onnxruntime" "import onnxruntime as o; o.get_available_providers()" \
+      "import digitscan.worker.client" "import digitscan.worker.model" "import cv2"; do
+    /usr/bin/time -f "%e s wall, %U s user, %S s sys: $code" "$py" -c "$code"
+  done 2>&1 | tee "$out/probe.txt"
+fi
+if [[ $steps == *" choices "* ]]; then
+  sweep "$sets/mnist.tar.gz" --repeat 3 --cpu 16 --cuda 16 \
+    --variants "" POOL_PER_NODE=99 REFERENCE_ABOVE=0 --out "$out/choices.json"
+fi
+if [[ $steps == *" sweep "* ]]; then
+  sweep "$sets/mnist.tar.gz" --cpu 2,4,8,16 --cuda 1,2,4,8,16 --out "$out/mnist.json"
+fi
+if [[ $steps == *" cells "* ]]; then
+  sweep "$sets/cells.tar.gz" --repeat 5 --cpu 2,8,16 --cuda 1,8,16 --out "$out/cells.json"
+fi

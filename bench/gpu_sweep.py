@@ -47,28 +47,38 @@ def pack(data: str, out: str, cells: int) -> None:
             print(f"{out}/{name}.tar.gz: {(Path(out) / f'{name}.tar.gz').stat().st_size / 1e6:.1f} MB")
 
 
-def _command(folder: Path, provider: str, workers: int, out: str) -> list[str]:
-    return [sys.executable, "-m", "digitscan.cli", "-q", "scan", str(folder), "--workers",
-            str(workers), "--provider", provider, "--out", out]
+def _command(folder: Path, provider: str, workers: int, out: str, variant: str = ""
+             ) -> list[str]:
+    """The scan command; a ``variant`` (``NAME=VALUE,...``) first sets those constants of
+    ``digitscan.worker.scan`` (e.g. POOL_PER_NODE=99: one Celery parent for the whole pool;
+    REFERENCE_ABOVE=0: every file by path), to compare a choice side by side."""
+    start = ["-m", "digitscan.cli"]
+    if variant:
+        sets = "; ".join(f"s.{assignment}" for assignment in variant.split(","))
+        start = ["-c", f"import digitscan.worker.scan as s; {sets}\n"
+                       "from digitscan.cli import main; main()"]
+    return [sys.executable, *start, "-q", "scan", str(folder), "--workers", str(workers),
+            "--provider", provider, "--out", out]
 
 
 def _lines(path: str) -> int:
     return sum(1 for _ in open(path)) if os.path.exists(path) else 0
 
 
-def scan(folder: Path, provider: str, workers: int) -> dict:
+def scan(folder: Path, provider: str, workers: int, variant: str = "") -> dict:
     """One whole scan command: images/s, and CPU µs an image per role of its processes."""
     from bench.roles import run_with_roles
 
     with tempfile.TemporaryDirectory() as tmp:
-        seconds, cpu, code = run_with_roles(_command(folder, provider, workers, f"{tmp}/r.jsonl"),
+        command = _command(folder, provider, workers, f"{tmp}/r.jsonl", variant)
+        seconds, cpu, code = run_with_roles(command,
                                             stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "w"))
         lines = _lines(f"{tmp}/r.jsonl")
         if code:  # one point failed: the sweep goes on
             print(f"  scan failed ({code}): {open(f'{tmp}/err').read().strip()[-400:]}", flush=True)
             lines = 0
-    return {"provider": provider, "workers": workers, "images": lines, "seconds": seconds,
-            "images_per_s": lines / seconds if lines else 0.0,
+    return {"provider": provider, "workers": workers, "variant": variant, "images": lines,
+            "seconds": seconds, "images_per_s": lines / seconds if lines else 0.0,
             "cpu_us_per_image": {k: 1e6 * v / lines for k, v in cpu.items()} if lines else {}}
 
 
@@ -105,7 +115,7 @@ def _roles(row: dict) -> str:
 
 
 def run(archives: list[str], out: str | None, splits: tuple[int, ...] = (),
-        sweep: dict = SWEEP, repeat: int = 1) -> None:
+        sweep: dict = SWEEP, repeat: int = 1, variants: tuple[str, ...] = ("",)) -> None:
     work = Path(tempfile.mkdtemp())
     names = []
     for archive in archives:
@@ -121,11 +131,12 @@ def run(archives: list[str], out: str | None, splits: tuple[int, ...] = (),
     for name in names:
         for provider, counts in sweep.items():
             for workers in counts:
-                row = {"set": name, **scan(work / name, provider, workers)}
-                rows.append(row)
-                print(f"{name:<6} {provider:<5} {workers:>2} workers: {row['images_per_s']:>8,.0f} "
-                      f"images/s ({row['images']:,} in {row['seconds']:.1f} s){_roles(row)}",
-                      flush=True)
+                for variant in variants:
+                    row = {"set": name, **scan(work / name, provider, workers, variant)}
+                    rows.append(row)
+                    print(f"{name:<6} {provider:<5} {workers:>2} workers{f' [{variant}]' * bool(variant)}: "
+                          f"{row['images_per_s']:>8,.0f} images/s ({row['images']:,} in "
+                          f"{row['seconds']:.1f} s){_roles(row)}", flush=True)
             for k in splits:
                 row = {"set": name, **split_scan(work / name, provider, max(counts), k)}
                 rows.append(row)
@@ -147,6 +158,8 @@ if __name__ == "__main__":
     r.add_argument("archives", nargs="+")
     r.add_argument("--out", default=None, help="also write the rows here as JSON")
     r.add_argument("--repeat", type=int, default=1, help="each set's files this many times")
+    r.add_argument("--variants", nargs="*", default=[""],
+                   help="scan constants per variant, e.g. '' POOL_PER_NODE=99 (see _command)")
     r.add_argument("--split", default="", help="e.g. 2,4: also K scans at once (see above)")
     r.add_argument("--cpu", default=None, help="worker counts for the CPU provider, e.g. 2,16")
     r.add_argument("--cuda", default=None, help="worker counts for CUDA (0: none)")
@@ -158,4 +171,4 @@ if __name__ == "__main__":
                            if int(n) > 0)
                   for p, given in (("cpu", args.cpu), ("cuda", args.cuda))}
         run(args.archives, args.out, tuple(int(k) for k in args.split.split(",") if k),
-            {p: c for p, c in counts.items() if c}, args.repeat)
+            {p: c for p, c in counts.items() if c}, args.repeat, tuple(args.variants))

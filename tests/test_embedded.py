@@ -56,3 +56,35 @@ def test_a_ready_worker_passes_the_check(tmp_path, shipped_model):
             pool.wait_ready()
             pool.ready_timeout = 0.0
             pool.check()  # ready: the timeout no longer applies
+
+
+def test_a_large_pool_is_split_over_several_celery_parents(tmp_path, mnist, shipped_model):
+    """WorkerGroup: 5 pool processes at most 2 a parent are three `celery worker` processes of
+    2, 2 and 1 on one queue; together they answer a job, and all of them stop."""
+    import psutil
+    from PIL import Image
+
+    from digitscan.worker.client import Submission, connect, wait
+    from digitscan.worker.embedded import EmbeddedRedis, WorkerGroup
+    from digitscan.worker.settings import Settings, SubmitOptions
+
+    (tmp_path / "in").mkdir()
+    for i in range(40):
+        Image.fromarray(255 - mnist.test_images[i]).save(tmp_path / "in" / f"{i:02d}.png")
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        settings = Settings(broker_url=server.url, model=str(shipped_model), concurrency=5)
+        group = WorkerGroup(settings.to_env(), 5, tmp_path, per_node=2)
+        assert [node.concurrency for node in group.nodes] == [2, 2, 1]
+        with group:
+            group.wait_ready()
+            parents = [psutil.Process(node.proc.pid) for node in group.nodes]
+            assert [len(p.children()) for p in parents] == [2, 2, 1]
+            store = connect(settings)
+            job = Submission(store, settings, SubmitOptions(chunk_size=2), [str(tmp_path / "in")])
+            job.start()
+            wait(store, job.job, progress=False, submission=job, check=group.check, timeout=120)
+            rows = list(store.iter_results(job.job, 40))
+        logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(3)]
+    assert [f"{n} pool processes" in log for n, log in zip((2, 2, 1), logs)] == [True] * 3
+    assert sum((r["digit"] == mnist.test_labels[i]) for i, r in enumerate(rows)) >= 39
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in parents)

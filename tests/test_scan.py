@@ -48,12 +48,15 @@ def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist,
 
 def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     from digitscan.trainer.pngs import write_test_pngs
+    from digitscan.worker.scan import POOL_PER_NODE
 
     write_test_pngs(mnist, tmp_path / "png", limit=300)
     out = tmp_path / "r.csv"
-    # A high review threshold, so that the review count it checks is not zero.
+    # A high review threshold, so that the review count it checks is not zero. More workers
+    # than one Celery parent takes: the pool is split over two (embedded.WorkerGroup).
     result = scan(str(tmp_path / "png"), "--out", str(out), "--model", str(shipped_model),
-                  "--chunk-size", "16", "--labels", "folders", "--review-below", "0.99")
+                  "--chunk-size", "16", "--labels", "folders", "--review-below", "0.99",
+                  "--workers", str(POOL_PER_NODE + 1))
     assert result.returncode == 0, result.stderr
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))

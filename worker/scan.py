@@ -15,7 +15,7 @@ from pathlib import Path
 from digitscan import interrupts
 from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
-from digitscan.worker.embedded import EmbeddedRedis, LocalWorkers
+from digitscan.worker.embedded import EmbeddedRedis, WorkerGroup
 from digitscan.worker.inputs import Skipped, SourceReader, check_inputs
 from digitscan.worker.model import resolve_providers
 from digitscan.worker.results import check_results_path
@@ -28,6 +28,9 @@ from digitscan.worker.settings import Settings, SubmitOptions
 # (median 2.5 KB) +10 % images/s at any threshold from 0 to 4 KB, 3,334 cells of 3-46 KB
 # +21-26 %, and MNIST's 300-byte PNGs 17 % slower by path than inline.
 REFERENCE_ABOVE = 2048
+# Pool processes under one Celery parent (embedded.WorkerGroup): scan's workers are split
+# into ceil(workers / POOL_PER_NODE) `celery worker` processes.
+POOL_PER_NODE = 4
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
             from digitscan.worker.client import connect
 
             store = connect(settings)
-        pool = stack.enter_context(LocalWorkers(settings.to_env(), workers, tmp / "worker.log"))
+        pool = stack.enter_context(WorkerGroup(settings.to_env(), workers, tmp, POOL_PER_NODE))
         # The client side (Celery, the result store, the reconciler) is imported while the
         # workers boot, not before they start: ~0.3 s of a 10,000-cell scan's ~1.2 s of
         # start-up on 2 cores, where the workers' own boot takes longer anyway.
