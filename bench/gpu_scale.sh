@@ -32,7 +32,7 @@ fi
 if [[ $steps == *" probe "* ]]; then
   for code in "import onnxruntime" "import onnxruntime as o; o.get_available_providers()" \
       "import digitscan.worker.client" "import digitscan.worker.model" "import cv2"; do
-    /usr/bin/time -f "%e s wall, %U s user, %S s sys: $code" "$py" -c "$code"
+    echo "$code:"; TIMEFORMAT="  %R s wall, %U s user, %S s sys"; time "$py" -c "$code"
   done 2>&1 | tee "$out/probe.txt"
 fi
 if [[ $steps == *" choices "* ]]; then
