@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from digitscan import interrupts
+from digitscan import blasthreads, interrupts  # noqa: F401 - blasthreads: before numpy
 from digitscan.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from digitscan.devices import DEVICES
 from digitscan.errors import DigitscanError

@@ -48,15 +48,12 @@ def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist,
 
 def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
     from digitscan.trainer.pngs import write_test_pngs
-    from digitscan.worker.scan import POOL_PER_NODE
 
     write_test_pngs(mnist, tmp_path / "png", limit=300)
     out = tmp_path / "r.csv"
-    # A high review threshold, so that the review count it checks is not zero. More workers
-    # than one Celery parent takes: the pool is split over two (embedded.WorkerGroup).
+    # A high review threshold, so that the review count it checks is not zero.
     result = scan(str(tmp_path / "png"), "--out", str(out), "--model", str(shipped_model),
-                  "--chunk-size", "16", "--labels", "folders", "--review-below", "0.99",
-                  "--workers", str(POOL_PER_NODE + 1))
+                  "--chunk-size", "16", "--labels", "folders", "--review-below", "0.99")
     assert result.returncode == 0, result.stderr
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -274,3 +271,13 @@ def test_scan_hands_large_files_to_its_workers_by_path(tmp_path, mnist, shipped_
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rows] == list(sizes)
     assert sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows)) >= 23
+
+
+def test_with_many_workers_every_local_file_goes_by_path():
+    """Few workers: small files inline (the pool is the bound); many: all by path (the one
+    client is, and by path it neither reads nor sends the files)."""
+    from digitscan.worker.scan import BY_PATH_FROM_WORKERS, REFERENCE_ABOVE, reference_above
+
+    assert reference_above(2) == REFERENCE_ABOVE > 0
+    assert reference_above(BY_PATH_FROM_WORKERS - 1) == REFERENCE_ABOVE
+    assert reference_above(BY_PATH_FROM_WORKERS) == reference_above(16) == 0

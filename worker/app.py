@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from digitscan import blasthreads  # noqa: F401 - before numpy
 from digitscan.errors import ConfigError
 from digitscan.worker.celeryapp import make_app
 from digitscan.worker.settings import Settings

@@ -28,9 +28,23 @@ from digitscan.worker.settings import Settings, SubmitOptions
 # (median 2.5 KB) +10 % images/s at any threshold from 0 to 4 KB, 3,334 cells of 3-46 KB
 # +21-26 %, and MNIST's 300-byte PNGs 17 % slower by path than inline.
 REFERENCE_ABOVE = 2048
-# Pool processes under one Celery parent (embedded.WorkerGroup): scan's workers are split
-# into ceil(workers / POOL_PER_NODE) `celery worker` processes.
-POOL_PER_NODE = 4
+# From this many workers on, every local file goes by path. The one client process then
+# sets the pace (it read and sent each image at ~80 us on a 16-core GPU host, ~13k images/s
+# at most, with a pool that had room for more), and by path it neither reads the files
+# nor sends their bytes, while the pool's extra stat and open per file is spread over many
+# processes: 180,000 MNIST PNGs at 16 workers, 16.1k images/s by path against 12.6k inline
+# (bench/gpu_scale.sh, 2026-11-27). With 2 workers the pool is the bound: inline wins there.
+BY_PATH_FROM_WORKERS = 8
+# Pool processes under one Celery parent (embedded.WorkerGroup). At 16 workers on that host
+# one parent (~50 us an MNIST image: a bound near 20k images/s) beat four, 14.7k against
+# 12.6k images/s, because every parent's start-up then cost ~3 s of CPU in numpy's BLAS
+# threads (digitscan/blasthreads.py, since); more workers than this get more parents.
+POOL_PER_NODE = 16
+
+
+def reference_above(workers: int) -> int:
+    """Local files over this many bytes go to scan's ``workers`` by path."""
+    return 0 if workers >= BY_PATH_FROM_WORKERS else REFERENCE_ABOVE
 
 
 @dataclass(frozen=True)
@@ -163,7 +177,7 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         # ends the wait (``pool.check``); queued chunks are not taken for lost.
         t0 = time.perf_counter()
         if not options.by_reference and options.reference_above is None:
-            options = replace(options, reference_above=REFERENCE_ABOVE)
+            options = replace(options, reference_above=reference_above(workers))
         job = Submission(store, settings, options, inputs).start()
         reconciler = Reconciler(store, settings, job.job, app=job.app)
         drain = Drain(store, job.job)
