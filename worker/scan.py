@@ -37,8 +37,8 @@ REFERENCE_ABOVE = 2048
 BY_PATH_FROM_WORKERS = 8
 # Pool processes under one Celery parent (embedded.WorkerGroup). At 16 workers on that host
 # one parent (~50 us an MNIST image: a bound near 20k images/s) beat four, 14.7k against
-# 12.6k images/s, because every parent's start-up then cost ~3 s of CPU in numpy's BLAS
-# threads (digitscan/blasthreads.py, since); more workers than this get more parents.
+# 12.6k images/s: each more parent cost ~4.6 s of CPU, its start-up (numpy's BLAS threads
+# among it: digitscan/blasthreads.py, since). More workers than this get more parents.
 POOL_PER_NODE = 16
 
 
