@@ -22,11 +22,19 @@ def scan(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist, shipped_model):
+@pytest.mark.parametrize("workers", [2, 8])
+def test_mixed_good_and_hostile_files_get_exactly_one_line_each(tmp_path, mnist, shipped_model,
+                                                                workers):
+    """With 2 workers the small files travel inline; from BY_PATH_FROM_WORKERS (8) every
+    local file goes by path: the same answer for every hostile file either way."""
+    from digitscan.worker.scan import BY_PATH_FROM_WORKERS
+
+    assert (workers >= BY_PATH_FROM_WORKERS) == (workers == 8)
     corpus = tmp_path / "corpus"
     expected = write_corpus(corpus, mnist)
     out = tmp_path / "results.jsonl"
-    result = scan(str(corpus), "--out", str(out), "--workers", "2", "--model", str(shipped_model))
+    result = scan(str(corpus), "--out", str(out), "--workers", str(workers), "--model",
+                  str(shipped_model))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
