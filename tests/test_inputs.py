@@ -1,4 +1,5 @@
 import io
+import os
 import tarfile
 import zipfile
 
@@ -96,6 +97,24 @@ def test_files_over_reference_above_are_located_and_the_rest_read(tmp_path, monk
     assert (got["large.png"].data, got["large.png"].path, got["large.png"].size) == \
         (None, str(tmp_path / "large.png"), 101)
     assert str(got["huge.png"].error) == "image too large: 300 bytes; the limit is 200"
+
+
+def test_with_a_threshold_of_zero_every_file_with_bytes_is_located(tmp_path, monkeypatch):
+    """scan with many workers (reference_above 0): located by one stat; an empty file is
+    still read (and named as empty later), refused files stay errors, a FIFO never hangs."""
+    (tmp_path / "one.png").write_bytes(b"1")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "huge.png").write_bytes(b"h" * 300)
+    os.mkfifo(tmp_path / "pipe.png")
+    monkeypatch.chdir(tmp_path)
+    got = {}
+    for entry in find_entries(["one.png", "empty.png", "huge.png", "pipe.png"]):
+        (got[entry.source],) = read_items(entry, 200, reference_above=0)
+    assert (got["one.png"].data, got["one.png"].path, got["one.png"].size) == \
+        (None, str(tmp_path / "one.png"), 1)
+    assert got["empty.png"].data == b"" and got["empty.png"].path is None
+    assert str(got["huge.png"].error) == "image too large: 300 bytes; the limit is 200"
+    assert str(got["pipe.png"].error).startswith("unreadable file: not a regular file")
 
 
 def test_oversized_plain_file(tmp_path):

@@ -315,6 +315,16 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
             refused = _refused(st, max_bytes)
             return Found(entry.source, error=refused) if refused else Found(
                 entry.source, path=os.path.realpath(entry.where), size=st.st_size)
+        if reference_above == 0:
+            # Every file with bytes goes by path (scan with many workers): one stat, not an
+            # open, an fstat and a close (13 % of the client's time, whose one process is
+            # what such a scan waits for). An empty file is read below, and named there.
+            st = os.stat(entry.where)
+            refused = _refused(st, max_bytes)
+            if refused:
+                return Found(entry.source, error=refused)
+            if st.st_size > 0:
+                return Found(entry.source, path=os.path.abspath(entry.where), size=st.st_size)
         # Opened, then checked by fstat: one lookup of the path, not two (a stat, then an
         # open), ~5 us a file, 2 % of a scan of small PNGs. Non-blocking, or the open of a
         # FIFO would wait for a writer for ever; no controlling terminal from a tty.
