@@ -1,4 +1,5 @@
-"""Writing files so that a reader never sees half of one."""
+"""Reading input files safely (the client and the workers), and writing files so that a
+reader never sees half of one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from digitscan.errors import ConfigError
+
+NOT_REGULAR = "not a regular file (a FIFO, socket or device); give image files"
+# Opened without blocking (the open of a FIFO would wait for a writer for ever), no
+# controlling terminal from a tty, not inherited by children.
+OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def read_fd(fd: int, size: int, max_bytes: int) -> bytes:
+    """An open file's bytes, read to the end also if it grew since its fstat said ``size``,
+    but never much past ``max_bytes``: longer than that means too large."""
+    parts, total = [], 0
+    while total <= max_bytes:
+        part = os.read(fd, max(size + 1 - total, 1 << 16))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)  # one part: that part, not a copy
+
 
 
 def writable_folder(path: str | Path, what: str) -> Path:

@@ -152,6 +152,14 @@ def test_read_path_of_a_folder_is_unreadable_not_a_crash(tmp_path):
         read_path(str(tmp_path), Limits())
 
 
+def test_read_path_of_a_fifo_is_unreadable_and_never_waits(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.png")  # swapped in after submission: no writer will come
+    with pytest.raises(UnreadableImage, match="not a regular file"):
+        read_path(str(tmp_path / "pipe.png"), Limits())
+
+
 def test_read_path_missing_file_in_a_readable_folder_is_the_images_error(tmp_path):
     with pytest.raises(UnreadableImage, match="^unreadable file: No such file or directory$"):
         read_path(str(tmp_path / "nope.png"), Limits())

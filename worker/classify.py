@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from digitscan.errors import (
     StorageUnreachable,
     UnreadableImage,
 )
+from digitscan.files import NOT_REGULAR, OPEN_FLAGS, read_fd
 from digitscan.worker import storage
 from digitscan.worker.imaging import BUGS, prepare, time_bounds
 from digitscan.worker.messages import Chunk
@@ -52,18 +55,31 @@ def read_path(path: str, limits: Limits, expected_size: int | None = None) -> by
             return storage.read(path, limits.max_bytes, expected_size)
         except StorageUnreachable as exc:  # this worker's fault: let one that can reach it try
             raise InputsUnreachable(str(exc)) from None
-    p = Path(path)
     try:
-        size = p.stat().st_size
-        if size > limits.max_bytes:
-            raise ImageTooLarge(f"{size} bytes; the limit is {limits.max_bytes}")
-        if expected_size is not None and size != expected_size:
-            raise ChangedSinceSubmission(f"{size} bytes now, {expected_size} when submitted")
-        return p.read_bytes()
+        # One lookup of the path (open, then fstat), with os calls: 5.6 us an MNIST PNG where
+        # pathlib's stat and read_bytes took 16.5, in every file a scan sends by path.
+        fd = os.open(path, OPEN_FLAGS)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise UnreadableImage(os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(st.st_mode):
+                raise UnreadableImage(NOT_REGULAR)
+            size = st.st_size
+            if size > limits.max_bytes:
+                raise ImageTooLarge(f"{size} bytes; the limit is {limits.max_bytes}")
+            if expected_size is not None and size != expected_size:
+                raise ChangedSinceSubmission(f"{size} bytes now, {expected_size} when submitted")
+            data = read_fd(fd, size, limits.max_bytes)
+        finally:
+            os.close(fd)
+        if len(data) > limits.max_bytes:
+            raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_bytes}")
+        return data
     except ImageError:
         raise
     except OSError as exc:
-        folder = p.parent
+        folder = Path(path).parent
         if not (folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)):
             raise InputsUnreachable(f"cannot read {folder} on this worker ({exc.strerror or exc}); "
                                     "is the shared storage mounted here?") from None

@@ -30,6 +30,7 @@ from digitscan.errors import (
     InputError,
     UnreadableImage,
 )
+from digitscan.files import NOT_REGULAR, OPEN_FLAGS, read_fd
 from digitscan.worker import storage
 
 ZIP_SUFFIXES = (".zip",)
@@ -298,12 +299,11 @@ def _too_large(size: int, max_bytes: int) -> ImageTooLarge:
     return ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
 
 
-_NOT_REGULAR = "not a regular file (a FIFO, socket or device); give image files"
 
 
 def _refused(st: os.stat_result, max_bytes: int) -> ImageError | None:
     if not stat.S_ISREG(st.st_mode):
-        return UnreadableImage(_NOT_REGULAR)
+        return UnreadableImage(NOT_REGULAR)
     return _too_large(st.st_size, max_bytes) if st.st_size > max_bytes else None
 
 
@@ -326,9 +326,8 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
             if st.st_size > 0:
                 return Found(entry.source, path=os.path.abspath(entry.where), size=st.st_size)
         # Opened, then checked by fstat: one lookup of the path, not two (a stat, then an
-        # open), ~5 us a file, 2 % of a scan of small PNGs. Non-blocking, or the open of a
-        # FIFO would wait for a writer for ever; no controlling terminal from a tty.
-        fd = os.open(entry.where, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # open), ~5 us a file, 2 % of a scan of small PNGs.
+        fd = os.open(entry.where, OPEN_FLAGS)
         try:
             st = os.fstat(fd)
             refused = _refused(st, max_bytes)
@@ -338,21 +337,15 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
                 # The worker reads it: its bytes need not cross Redis, the worker's parent and
                 # the pool's pipe, each of which costs by the byte (scan's REFERENCE_ABOVE).
                 return Found(entry.source, path=os.path.abspath(entry.where), size=st.st_size)
-            parts, total = [], 0
-            while total <= max_bytes:  # to the end, also if it grew since the fstat
-                part = os.read(fd, max(st.st_size + 1 - total, 1 << 16))
-                if not part:
-                    break
-                parts.append(part)
-                total += len(part)
+            data = read_fd(fd, st.st_size, max_bytes)
         finally:
             os.close(fd)
-        if total > max_bytes:
-            return Found(entry.source, error=_too_large(total, max_bytes))
-        return Found(entry.source, data=b"".join(parts))  # one part: that part, not a copy
+        if len(data) > max_bytes:
+            return Found(entry.source, error=_too_large(len(data), max_bytes))
+        return Found(entry.source, data=data)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket cannot be opened at all
-            return Found(entry.source, error=UnreadableImage(_NOT_REGULAR))
+            return Found(entry.source, error=UnreadableImage(NOT_REGULAR))
         return Found(entry.source, error=UnreadableImage(exc.strerror or str(exc)))
 
 
