@@ -7,8 +7,8 @@
 # it ends, so a run cut short still says what it measured:
 #   parity   CUDA parity of the shipped model (validate, TF32 off), the classifier per provider
 #   probe    start-up costs of the host's Python: what every scan process pays before work
-#   choices  180,000 MNIST PNGs at 16 workers, scan's choices against the alternatives side by
-#            side (one Celery parent for the whole pool; every file by path)
+#   choices  180,000 MNIST PNGs at 16 workers, scan's defaults against the alternatives side
+#            by side (four Celery parents; small files inline)
 #   sweep    60,000 MNIST PNGs, 1-16 workers on each provider, CPU per role
 #   cells    15,000 form cells (3,000 five times), the same
 set -uo pipefail
@@ -37,7 +37,7 @@ if [[ $steps == *" probe "* ]]; then
 fi
 if [[ $steps == *" choices "* ]]; then
   sweep "$sets/mnist.tar.gz" --repeat 3 --cpu 16 --cuda 16 \
-    --variants "" POOL_PER_NODE=99 REFERENCE_ABOVE=0 --out "$out/choices.json"
+    --variants "" POOL_PER_NODE=4 BY_PATH_FROM_WORKERS=99 --out "$out/choices.json"
 fi
 if [[ $steps == *" sweep "* ]]; then
   sweep "$sets/mnist.tar.gz" --cpu 2,4,8,16 --cuda 1,2,4,8,16 --out "$out/mnist.json"

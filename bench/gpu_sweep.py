@@ -50,8 +50,8 @@ def pack(data: str, out: str, cells: int) -> None:
 def _command(folder: Path, provider: str, workers: int, out: str, variant: str = ""
              ) -> list[str]:
     """The scan command; a ``variant`` (``NAME=VALUE,...``) first sets those constants of
-    ``digitscan.worker.scan`` (e.g. POOL_PER_NODE=99: one Celery parent for the whole pool;
-    REFERENCE_ABOVE=0: every file by path), to compare a choice side by side."""
+    ``digitscan.worker.scan`` (e.g. POOL_PER_NODE=4: a Celery parent per 4 pool processes;
+    BY_PATH_FROM_WORKERS=99: small files inline), to compare a choice side by side."""
     start = ["-m", "digitscan.cli"]
     if variant:
         sets = "; ".join(f"s.{assignment}" for assignment in variant.split(","))
@@ -159,7 +159,7 @@ if __name__ == "__main__":
     r.add_argument("--out", default=None, help="also write the rows here as JSON")
     r.add_argument("--repeat", type=int, default=1, help="each set's files this many times")
     r.add_argument("--variants", nargs="*", default=[""],
-                   help="scan constants per variant, e.g. '' POOL_PER_NODE=99 (see _command)")
+                   help="scan constants per variant, e.g. '' POOL_PER_NODE=4 (see _command)")
     r.add_argument("--split", default="", help="e.g. 2,4: also K scans at once (see above)")
     r.add_argument("--cpu", default=None, help="worker counts for the CPU provider, e.g. 2,16")
     r.add_argument("--cuda", default=None, help="worker counts for CUDA (0: none)")
