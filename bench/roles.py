@@ -3,20 +3,20 @@
 A ``digitscan scan`` is one client process, its Redis, one ``celery worker`` parent and that
 parent's pool children (one per worker process). ``run_with_roles`` runs a command and
 samples its process tree every ``every_s`` seconds; each process counts with its last
-sample. The tree's exact total comes from the kernel once the command is reaped (every
-process of the tree is waited for by its parent); what the samples missed (processes
-shorter than an interval, the last interval of each) is reported as "unsampled".
+sample, so the figures are floors: a process shorter than an interval, and the last
+interval of each, are missed (a few per cent of runs of seconds). The kernel's count of
+reaped children cannot fill the gap: scan kills its worker group at the end, and killed
+pool processes are reaped by init, not by anyone in the tree.
 """
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import time
 
 import psutil
 
-ROLES = ("client", "celery parent", "pool", "redis", "other", "unsampled")
+ROLES = ("client", "celery parent", "pool", "redis", "other")
 
 
 def role(proc: psutil.Process, root: int) -> str:
@@ -34,15 +34,9 @@ def role(proc: psutil.Process, root: int) -> str:
     return "other"
 
 
-def _reaped_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_with_roles(cmd: list[str], every_s: float = 0.1, **popen) -> tuple[float, dict, int]:
     """(wall seconds, CPU seconds per role, exit status) of ``cmd``."""
     last: dict[int, tuple[str, float]] = {}
-    before = _reaped_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, **popen)
     root = psutil.Process(proc.pid)
@@ -63,5 +57,4 @@ def run_with_roles(cmd: list[str], every_s: float = 0.1, **popen) -> tuple[float
     per_role = dict.fromkeys(ROLES, 0.0)
     for name, cpu in last.values():
         per_role[name] += cpu
-    per_role["unsampled"] = max(0.0, _reaped_cpu() - before - sum(per_role.values()))
     return wall, per_role, proc.returncode

@@ -248,9 +248,9 @@ def _tail(path: Path, lines: int = 8) -> str:
 class WorkerGroup:
     """``processes`` pool processes as several ``LocalWorkers`` on one queue, at most
     ``per_node`` under each Celery parent. One parent receives, acknowledges and hands on
-    every chunk of its pool: on a 16-core host (bench/gpu_sweep.py, 2026-11-27) it took
-    ~50 us an MNIST image against a pool process's ~150-280, so a parent over more than a
-    few processes becomes what the scan waits for. Same interface as one ``LocalWorkers``."""
+    every chunk of its pool: on a 16-core host (bench/gpu_scale.sh, 2026-11-27) it took
+    ~50 us an MNIST image, a bound near 20k images/s, while each more parent cost seconds
+    of CPU at start-up (scan.POOL_PER_NODE). Same interface as one ``LocalWorkers``."""
 
     def __init__(self, env: dict[str, str], processes: int, logdir: Path, per_node: int,
                  name: str = "scan"):
