@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from digitscan.errors import ConfigError
+from digitscan.errors import ConfigError, ImageError, ImageTooLarge, UnreadableImage
 
 NOT_REGULAR = "not a regular file (a FIFO, socket or device); give image files"
 # Opened without blocking (the open of a FIFO would wait for a writer for ever), no
 # controlling terminal from a tty, not inherited by children.
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def too_large(size: int, max_bytes: int) -> ImageTooLarge:
+    return ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
+
+
+def refused(st: os.stat_result, max_bytes: int) -> ImageError | None:
+    """Why an input file with this stat is not read (not a regular file, too large), or None."""
+    if not stat.S_ISREG(st.st_mode):
+        return UnreadableImage(NOT_REGULAR)
+    return too_large(st.st_size, max_bytes) if st.st_size > max_bytes else None
 
 
 def read_fd(fd: int, size: int, max_bytes: int) -> bytes:

@@ -18,14 +18,13 @@ from digitscan.contract import read_answers
 from digitscan.errors import (
     ChangedSinceSubmission,
     ImageError,
-    ImageTooLarge,
     InputsUnreachable,
     NotADigit,
     ProcessingFailed,
     StorageUnreachable,
     UnreadableImage,
 )
-from digitscan.files import NOT_REGULAR, OPEN_FLAGS, read_fd
+from digitscan.files import OPEN_FLAGS, read_fd, refused, too_large
 from digitscan.worker import storage
 from digitscan.worker.imaging import BUGS, prepare, time_bounds
 from digitscan.worker.messages import Chunk
@@ -63,18 +62,17 @@ def read_path(path: str, limits: Limits, expected_size: int | None = None) -> by
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise UnreadableImage(os.strerror(errno.EISDIR))
-            if not stat.S_ISREG(st.st_mode):
-                raise UnreadableImage(NOT_REGULAR)
+            why = refused(st, limits.max_bytes)
+            if why:
+                raise why
             size = st.st_size
-            if size > limits.max_bytes:
-                raise ImageTooLarge(f"{size} bytes; the limit is {limits.max_bytes}")
             if expected_size is not None and size != expected_size:
                 raise ChangedSinceSubmission(f"{size} bytes now, {expected_size} when submitted")
             data = read_fd(fd, size, limits.max_bytes)
         finally:
             os.close(fd)
         if len(data) > limits.max_bytes:
-            raise ImageTooLarge(f"{len(data)} bytes; the limit is {limits.max_bytes}")
+            raise too_large(len(data), limits.max_bytes)
         return data
     except ImageError:
         raise

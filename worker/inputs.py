@@ -15,7 +15,6 @@ import errno
 import fnmatch
 import glob
 import os
-import stat
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -26,11 +25,10 @@ from digitscan.errors import (
     CorruptArchive,
     EmptyArchive,
     ImageError,
-    ImageTooLarge,
     InputError,
     UnreadableImage,
 )
-from digitscan.files import NOT_REGULAR, OPEN_FLAGS, read_fd
+from digitscan.files import NOT_REGULAR, OPEN_FLAGS, read_fd, refused, too_large
 from digitscan.worker import storage
 
 ZIP_SUFFIXES = (".zip",)
@@ -295,34 +293,19 @@ def read_items(entry: Entry, max_bytes: int, by_reference: bool = False,
         yield Found(entry.source, error=CorruptArchive(str(exc)))
 
 
-def _too_large(size: int, max_bytes: int) -> ImageTooLarge:
-    return ImageTooLarge(f"{size} bytes; the limit is {max_bytes}")
-
-
-
-
-def _refused(st: os.stat_result, max_bytes: int) -> ImageError | None:
-    if not stat.S_ISREG(st.st_mode):
-        return UnreadableImage(NOT_REGULAR)
-    return _too_large(st.st_size, max_bytes) if st.st_size > max_bytes else None
-
-
 def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
                reference_above: int | None = None) -> Found:
     try:
-        if by_reference:
+        if by_reference or reference_above == 0:
+            # Located, not read: one stat, not an open, an fstat and a close (with scan's many
+            # workers every file goes by path: 13 % of the client's time, whose one process
+            # is what such a scan waits for). scan's empty files are read below, and named.
             st = os.stat(entry.where)
-            refused = _refused(st, max_bytes)
-            return Found(entry.source, error=refused) if refused else Found(
-                entry.source, path=os.path.realpath(entry.where), size=st.st_size)
-        if reference_above == 0:
-            # Every file with bytes goes by path (scan with many workers): one stat, not an
-            # open, an fstat and a close (13 % of the client's time, whose one process is
-            # what such a scan waits for). An empty file is read below, and named there.
-            st = os.stat(entry.where)
-            refused = _refused(st, max_bytes)
-            if refused:
-                return Found(entry.source, error=refused)
+            why = refused(st, max_bytes)
+            if why:
+                return Found(entry.source, error=why)
+            if by_reference:
+                return Found(entry.source, path=os.path.realpath(entry.where), size=st.st_size)
             if st.st_size > 0:
                 return Found(entry.source, path=os.path.abspath(entry.where), size=st.st_size)
         # Opened, then checked by fstat: one lookup of the path, not two (a stat, then an
@@ -330,9 +313,9 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
         fd = os.open(entry.where, OPEN_FLAGS)
         try:
             st = os.fstat(fd)
-            refused = _refused(st, max_bytes)
-            if refused:
-                return Found(entry.source, error=refused)
+            why = refused(st, max_bytes)
+            if why:
+                return Found(entry.source, error=why)
             if reference_above is not None and st.st_size > reference_above:
                 # The worker reads it: its bytes need not cross Redis, the worker's parent and
                 # the pool's pipe, each of which costs by the byte (scan's REFERENCE_ABOVE).
@@ -341,7 +324,7 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
         finally:
             os.close(fd)
         if len(data) > max_bytes:
-            return Found(entry.source, error=_too_large(len(data), max_bytes))
+            return Found(entry.source, error=too_large(len(data), max_bytes))
         return Found(entry.source, data=data)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket cannot be opened at all
@@ -351,7 +334,7 @@ def _read_file(entry: Entry, max_bytes: int, by_reference: bool,
 
 def _read_object(entry: Entry, max_bytes: int, by_reference: bool) -> Found:
     if entry.size is not None and entry.size > max_bytes:
-        return Found(entry.source, error=_too_large(entry.size, max_bytes))
+        return Found(entry.source, error=too_large(entry.size, max_bytes))
     if by_reference:  # the workers read it from the storage themselves
         return Found(entry.source, path=entry.url, size=entry.size)
     try:
@@ -368,7 +351,7 @@ def _read_zip(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found
         for m in members:
             source = f"{entry.source}:{m.filename}"
             if m.file_size > max_bytes:
-                yield Found(source, error=_too_large(m.file_size, max_bytes))
+                yield Found(source, error=too_large(m.file_size, max_bytes))
                 continue
             try:
                 with zf.open(m) as f:
@@ -377,7 +360,7 @@ def _read_zip(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found
                 yield Found(source, error=CorruptArchive(f"member: {exc}"))
                 continue
             if len(data) > max_bytes:  # the header lied about the size
-                yield Found(source, error=_too_large(len(data), max_bytes))
+                yield Found(source, error=too_large(len(data), max_bytes))
             else:
                 yield Found(source, data=data)
 
@@ -390,7 +373,7 @@ def _read_tar(entry: Entry, max_bytes: int, select: Selection) -> Iterator[Found
         for m in members:
             source = f"{entry.source}:{m.name}"
             if m.size > max_bytes:
-                yield Found(source, error=_too_large(m.size, max_bytes))
+                yield Found(source, error=too_large(m.size, max_bytes))
                 continue
             try:
                 f = tf.extractfile(m)
