@@ -11,10 +11,13 @@
 #            by side (four Celery parents; small files inline)
 #   sweep    60,000 MNIST PNGs, 1-16 workers on each provider, CPU per role
 #   cells    15,000 form cells (3,000 five times), the same
+#   mps      the CUDA points again with NVIDIA's Multi-Process Service running (one GPU context
+#            shared by every process, not one each that the GPU switches between); the
+#            daemon is started here and stopped at the end (no device setting changes)
 set -uo pipefail
 sets=${1:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
 out=${2:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
-steps=" ${STEPS:-parity probe choices sweep cells} "
+steps=" ${STEPS:-parity probe choices sweep cells mps} "
 py=${PYTHON:-python3}
 mkdir -p "$out"
 source "$(dirname "$0")/gpu_env.sh"
@@ -37,11 +40,26 @@ if [[ $steps == *" probe "* ]]; then
 fi
 if [[ $steps == *" choices "* ]]; then
   sweep "$sets/mnist.tar.gz" --repeat 3 --cpu 16 --cuda 16 \
-    --variants "" POOL_PER_NODE=4 BY_PATH_FROM_WORKERS=99 --out "$out/choices.json"
+    --variants "" POOL_PER_NODE=4 BY_PATH_FROM_WORKERS=99 --split 2 --out "$out/choices.json"
 fi
 if [[ $steps == *" sweep "* ]]; then
   sweep "$sets/mnist.tar.gz" --cpu 2,4,8,16 --cuda 1,2,4,8,16 --out "$out/mnist.json"
 fi
 if [[ $steps == *" cells "* ]]; then
   sweep "$sets/cells.tar.gz" --repeat 5 --cpu 2,8,16 --cuda 1,8,16 --out "$out/cells.json"
+fi
+if [[ $steps == *" mps "* ]]; then
+  if command -v nvidia-cuda-mps-control > /dev/null; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    trap 'echo quit | nvidia-cuda-mps-control; unset CUDA_MPS_PIPE_DIRECTORY' EXIT
+    nvidia-cuda-mps-control -d && echo "MPS daemon started"
+    timeout 240 "$py" -m bench.gpu_sweep run "$sets/mnist.tar.gz" --cpu 0 --cuda 4,8,16 \
+      --out "$out/mps.json" 2>&1 | tee "$out/mps.txt"
+    timeout 120 "$py" -m bench.gpu_sweep run "$sets/mnist.tar.gz" --repeat 3 --cpu 0 --cuda 16 \
+      --out "$out/mps180.json" 2>&1 | tee -a "$out/mps.txt"
+    cat "$CUDA_MPS_LOG_DIRECTORY"/control.log 2>/dev/null | tail -5
+  else
+    echo "no nvidia-cuda-mps-control on this host" | tee "$out/mps.txt"
+  fi
 fi
