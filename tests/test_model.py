@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from digitscan.errors import ModelError, ProviderError
-from digitscan.worker.model import Classifier, check_loadable, default_threads, resolve_providers
+from digitscan.worker.model import (
+    ALLOW_SPINNING,
+    Classifier,
+    check_loadable,
+    default_threads,
+    resolve_providers,
+)
 
 
 def test_auto_prefers_cuda_only_when_offered():
@@ -131,6 +137,18 @@ def test_warm_up_and_batch_of_one(model_copy):
 ])
 def test_processes_times_threads_never_exceed_the_cores(processes, cores, threads):
     assert default_threads(processes, cores) == threads
+
+
+def test_a_sessions_threads_sleep_between_runs(model_copy, mnist):
+    """Where a worker's process gets more than one onnxruntime thread (fewer processes than
+    cores), the extra threads must not spin between runs: they would take cores from the
+    other processes. The same answers as on one thread."""
+    images = mnist.test_images[:64]
+    one, two = Classifier(model_copy, "cpu", threads=1), Classifier(model_copy, "cpu", threads=2)
+    options = two.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry(ALLOW_SPINNING) == "0"
+    assert np.allclose(one.predict(images), two.predict(images), atol=1e-6)
 
 
 def test_a_graph_without_the_contracts_outputs_is_refused(model_copy, tmp_path):
