@@ -7,6 +7,8 @@
 # it ends, so a run cut short still says what it measured:
 #   parity   CUDA parity of the shipped model (validate, TF32 off), the classifier per provider
 #   probe    start-up costs of the host's Python: what every scan process pays before work
+#            (as scan's processes run it: one BLAS thread)
+#   fixed    a scan's fixed cost: 10 files, 2 and 16 workers, each provider, CPU per role
 #   choices  180,000 MNIST PNGs at 16 workers, scan's defaults against the alternatives side
 #            by side (four Celery parents; small files inline)
 #   sweep    60,000 MNIST PNGs, 1-16 workers on each provider, CPU per role
@@ -17,7 +19,7 @@
 set -uo pipefail
 sets=${1:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
 out=${2:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
-steps=" ${STEPS:-parity probe choices sweep cells mps} "
+steps=" ${STEPS:-parity probe fixed choices sweep cells mps} "
 py=${PYTHON:-python3}
 mkdir -p "$out"
 source "$(dirname "$0")/gpu_env.sh"
@@ -35,8 +37,15 @@ fi
 if [[ $steps == *" probe "* ]]; then
   for code in "import onnxruntime" "import onnxruntime as o; o.get_available_providers()" \
       "import digitscan.worker.client" "import digitscan.worker.model" "import cv2"; do
-    echo "$code:"; TIMEFORMAT="  %R s wall, %U s user, %S s sys"; time "$py" -c "$code"
+    echo "$code:"; TIMEFORMAT="  %R s wall, %U s user, %S s sys"
+    time OPENBLAS_NUM_THREADS=1 "$py" -c "$code"
   done 2>&1 | tee "$out/probe.txt"
+fi
+if [[ $steps == *" fixed "* ]]; then
+  mkdir -p /tmp/ten && tar xzf "$sets/mnist.tar.gz" -C /tmp/ten && mkdir -p /tmp/ten10 &&
+    cp $(ls -d /tmp/ten/mnist/* | head -10) /tmp/ten10/ && rm -rf /tmp/ten/mnist &&
+    tar czf /tmp/ten/ten.tar.gz -C /tmp ten10 &&
+    sweep /tmp/ten/ten.tar.gz --repeat 1 --cpu 2,16 --cuda 2,16 --out "$out/fixed.json"
 fi
 if [[ $steps == *" choices "* ]]; then
   sweep "$sets/mnist.tar.gz" --repeat 3 --cpu 16 --cuda 16 \
