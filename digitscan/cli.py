@@ -514,7 +514,9 @@ def report(job_or_file, out, broker) -> None:
 @click.option("--report", "report_path", default=None, metavar="FILE.html",
               help="Also write an HTML report: counts, confidence, the cells to review as "
                    "thumbnails, every error.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Local worker processes.")
+@click.option("--workers", type=int, default=None,
+              help="Local worker processes [default: one a core, at most 16; at most 4 with "
+                   "the CUDA provider].")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or the "
                                            "model shipped with digitscan).")
 @click.option("--provider", type=click.Choice(DEVICES), default=None)
@@ -534,7 +536,7 @@ def scan(inputs, out, report_path, workers, model, provider, chunk_size, broker,
     Redis, local workers, results to OUT."""
     from digitscan.worker.scan import scan as run_scan
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise click.BadParameter(f"must be >= 1, got {workers}", param_hint="--workers")
     settings = _settings(model=model, provider=provider)
     summary = run_scan(list(inputs), out, settings, workers=workers, broker=broker, labels=labels,
@@ -546,8 +548,8 @@ def scan(inputs, out, report_path, workers, model, provider, chunk_size, broker,
     where = "on stdout" if out == "-" else f"in {summary.out}"
     _say(f"{summary.images} images, {summary.review} to review, {summary.errors} errors "
          f"({summary.not_digits} not a digit), {summary.images_per_s:.0f} images/s with "
-         f"{workers} workers{acc}; results {where}" + summary.skipped.note()
-         + (f"; report in {report_path}" if report_path else ""), out)
+         f"{summary.workers} worker{'s' * (summary.workers != 1)}{acc}; results {where}"
+         + summary.skipped.note() + (f"; report in {report_path}" if report_path else ""), out)
 
 
 if __name__ == "__main__":

@@ -281,6 +281,34 @@ def test_scan_hands_large_files_to_its_workers_by_path(tmp_path, mnist, shipped_
     assert sum(r["digit"] == mnist.test_labels[i] for i, r in enumerate(rows)) >= 23
 
 
+CPU, CUDA = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(("providers", "cores", "workers"), [
+    (CPU, 1, 1), (CPU, 2, 2), (CPU, 16, 16), (CPU, 64, 16), (CUDA, 2, 2), (CUDA, 16, 4),
+])
+def test_scan_takes_a_worker_a_core_by_default_fewer_on_cuda(providers, cores, workers):
+    from digitscan.worker.scan import default_workers
+
+    assert default_workers(providers, cores) == workers
+
+
+def test_without_workers_scan_sizes_its_pool_to_the_cores_it_may_use(tmp_path, mnist, shipped_model):
+    """No --workers: as many as the scan's CPUs (its affinity, as a container's CPU set
+    or taskset gives it), said in the summary."""
+    from digitscan.trainer.pngs import write_test_pngs
+
+    write_test_pngs(mnist, tmp_path / "png", limit=40)
+    one_cpu = {min(os.sched_getaffinity(0))}
+    result = subprocess.run([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
+                             "--out", str(tmp_path / "r.jsonl"), "--model", str(shipped_model)],
+                            capture_output=True, text=True, timeout=300,
+                            preexec_fn=lambda: os.sched_setaffinity(0, one_cpu))
+    assert result.returncode == 0, result.stderr
+    assert "images/s with 1 worker;" in result.stdout, result.stdout
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 40
+
+
 def test_with_many_workers_every_local_file_goes_by_path():
     """Few workers: small files inline (the pool is the bound); many: all by path (the one
     client is, and by path it neither reads nor sends the files)."""
