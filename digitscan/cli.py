@@ -273,7 +273,7 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 
 @main.command()
 @click.option("--concurrency", "-c", type=int, default=None,
-              help="Pool processes (default: number of cores).")
+              help="Pool processes (default: one a core; at most 4 with the CUDA provider).")
 @click.option("--provider", type=click.Choice(DEVICES), default=None,
               help="onnxruntime execution provider (default: auto = CUDA if offered, else CPU).")
 @click.option("--model", default=None, help="ONNX model (default: $DIGITSCAN_MODEL or "
@@ -288,14 +288,14 @@ def worker(concurrency, provider, model, queue, metrics_port, broker, loglevel) 
     """Start a Celery worker that classifies image chunks from Redis."""
     from digitscan.modelcard import verify_model_file
     from digitscan.worker.celeryapp import make_app
-    from digitscan.worker.model import check_loadable, cores, resolve_providers
+    from digitscan.worker.model import check_loadable, default_processes, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
                          concurrency=concurrency, metrics_port=metrics_port)
     card = verify_model_file(settings.model)
     check_loadable(settings.model)
     providers = resolve_providers(settings.provider)
-    n = settings.concurrency or cores()
+    n = settings.concurrency or default_processes(providers)
     metrics = f", metrics on :{settings.metrics_port}" if settings.metrics_port else ""
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
                f"{providers[0]}, {n} processes, queue {settings.queue}{metrics}", err=True)

@@ -10,6 +10,7 @@ from digitscan.worker.model import (
     ALLOW_SPINNING,
     Classifier,
     check_loadable,
+    default_processes,
     default_threads,
     resolve_providers,
 )
@@ -137,6 +138,15 @@ def test_warm_up_and_batch_of_one(model_copy):
 ])
 def test_processes_times_threads_never_exceed_the_cores(processes, cores, threads):
     assert default_threads(processes, cores) == threads
+
+
+@pytest.mark.parametrize(("providers", "cores", "processes"), [
+    (["CPUExecutionProvider"], 2, 2), (["CPUExecutionProvider"], 64, 64),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], 2, 2),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], 16, 4),
+])
+def test_a_worker_takes_a_process_a_core_but_few_on_a_gpu(providers, cores, processes):
+    assert default_processes(providers, cores) == processes
 
 
 def test_a_sessions_threads_sleep_between_runs(model_copy, mnist):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -239,6 +242,38 @@ def test_hostile_corpus_leaves_workers_alive_and_small(pool, store, mnist, tmp_p
         line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
         rss_mb = int(line.split()[1]) / 1024
         assert rss_mb < 300, f"pool process {pid} holds {rss_mb:.0f} MB"
+
+
+# The celery -A module's pool size, as Celery will read it, where onnxruntime offers what
+# OFFERED says (CUDA cannot be real here: only its presence in the provider list is made up).
+# At most one process a GPU here, so that it differs from one a core on a 2-core machine.
+POOL_SIZE = """
+import onnxruntime
+import digitscan.worker.model as model
+model.CUDA_PROCESSES = 1
+offered = {offered!r}
+if offered:
+    onnxruntime.get_available_providers = lambda: offered
+import digitscan.worker.app as a
+print(a.app.conf.worker_concurrency)
+"""
+
+
+@pytest.mark.parametrize(("offered", "env", "expected"), [
+    (None, {}, "cores"),  # the CPU provider: one a core, as Celery's default
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], {}, "cuda"),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], {"DIGITSCAN_CONCURRENCY": "3"}, "3"),
+    (None, {"DIGITSCAN_PROVIDER": "cuda"}, "None"),  # refused at start-up, in one line
+])
+def test_plain_celery_takes_few_processes_on_a_gpu(offered, env, expected):
+    from digitscan.worker.model import cores
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DIGITSCAN_")}
+    out = subprocess.run([sys.executable, "-c", POOL_SIZE.format(offered=offered)],
+                         env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    want = {"cores": str(cores()), "cuda": "1"}.get(expected, expected)
+    assert out.stdout.split()[-1] == want, out.stdout + out.stderr
 
 
 def test_plain_celery_sizes_onnxruntime_threads_by_its_pool(redis_server, shipped_model, tmp_path):

@@ -19,3 +19,14 @@ except ConfigError as exc:
     sys.exit(f"error: {exc}")  # one line, no traceback, before Celery starts anything
 
 app = make_app(settings)
+if not settings.concurrency:
+    # As `digitscan worker` does: a few processes on a GPU, not Celery's one a core (a -c on
+    # the command line still wins). An unavailable provider is refused by the worker's
+    # start-up step, in one line.
+    from digitscan.errors import ProviderError
+    from digitscan.worker.model import default_processes, resolve_providers
+
+    try:
+        app.conf.worker_concurrency = default_processes(resolve_providers(settings.provider))
+    except ProviderError:
+        pass

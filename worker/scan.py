@@ -13,12 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from digitscan import interrupts
-from digitscan.devices import ORT_PROVIDERS
 from digitscan.errors import ConfigError
 from digitscan.modelcard import verify_model_file
 from digitscan.worker.embedded import EmbeddedRedis, WorkerGroup
 from digitscan.worker.inputs import Skipped, SourceReader, check_inputs
-from digitscan.worker.model import cores, resolve_providers
+from digitscan.worker.model import default_processes, resolve_providers
 from digitscan.worker.results import check_results_path
 from digitscan.worker.settings import Settings, SubmitOptions
 
@@ -43,21 +42,16 @@ BY_PATH_FROM_WORKERS = 8
 POOL_PER_NODE = 16
 
 
-# Workers when --workers is not given: one a core (the pool does the work, and on a 16-core
-# host 2 workers read 4.3k MNIST PNGs/s where 16 read 7.6k at 60,000 images and 12.0-13.9k
-# at 180,000), at most this many (the most measured); with the CUDA provider fewer: each
-# CUDA process costs ~1.6 s of CPU to start and spends more per image the more of them share
-# the GPU (60,000 PNGs on an H100 host: 6.5k images/s with 4 and with 8, 5.8k with 16; on
-# an H200 7.7k with 4, 8.0k with 8), and each holds a CUDA context in the GPU's memory.
+# Workers when --workers is not given: a worker's default (one a core; a few on a GPU:
+# model.default_processes), at most this many, the most measured. On a 16-core host 2
+# workers read 4.3k MNIST PNGs/s where 16 read 7.6k at 60,000 images and 12.0-13.9k at
+# 180,000 (bench/gpu_scale.sh, an H100 host).
 DEFAULT_WORKERS = 16
-DEFAULT_CUDA_WORKERS = 4
 
 
 def default_workers(providers: list[str], available: int | None = None) -> int:
     """scan's worker processes for a session on ``providers`` with ``available`` cores."""
-    available = cores() if available is None else available
-    most = DEFAULT_WORKERS if providers[0] == ORT_PROVIDERS["cpu"] else DEFAULT_CUDA_WORKERS
-    return max(1, min(available, most))
+    return min(default_processes(providers, available), DEFAULT_WORKERS)
 
 
 def reference_above(workers: int) -> int:
