@@ -276,6 +276,29 @@ def test_plain_celery_takes_few_processes_on_a_gpu(offered, env, expected):
     assert out.stdout.split()[-1] == want, out.stdout + out.stderr
 
 
+# The worker's start-up step, in a process of its own (it freezes that process's objects).
+FROZEN = """
+import gc, types
+from digitscan.worker.celeryapp import VerifyModel, make_app
+from digitscan.worker.settings import Settings
+app = make_app(Settings(model={model!r}))
+before = gc.get_freeze_count()
+VerifyModel(types.SimpleNamespace(app=app, concurrency=2))
+print(before, gc.get_freeze_count())
+"""
+
+
+def test_the_workers_parent_freezes_what_it_holds_before_its_pool_forks(shipped_model):
+    """Celery runs a full garbage collection before forking each pool process; what the
+    parent holds by then (Celery, onnxruntime, OpenCV) is frozen, so that each of those
+    collections, and the children's, skips it."""
+    out = subprocess.run([sys.executable, "-c", FROZEN.format(model=str(shipped_model))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert before == 0 and after > 10_000, out.stdout
+
+
 def test_plain_celery_sizes_onnxruntime_threads_by_its_pool(redis_server, shipped_model, tmp_path):
     """`celery -A digitscan.worker.app worker --concurrency 2` with no DIGITSCAN_CONCURRENCY:
     each pool process takes cores // 2 threads, not all the cores."""

@@ -9,6 +9,7 @@ onnxruntime (or CUDA) state crosses a fork.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import shutil
 import signal
@@ -108,6 +109,17 @@ class VerifyModel(bootsteps.StartStopStep):
             task.classifier  # noqa: B018 - loads and warms up before taking work
 
         signals.worker_process_init.connect(load_model, weak=False)
+        # Celery's prefork pool runs a full gc.collect() before it forks each pool process
+        # (celery#2927), over everything this process holds (Celery, onnxruntime, OpenCV):
+        # one after another, half of the parent's start-up CPU with 16 processes. What is
+        # alive now is frozen (Python's advice before a fork without exec): those collections
+        # see only what is made after, and the children's own no longer write to the pages
+        # they share with this process. On 2 cores, three alternating pairs: a 10-file scan
+        # with 16 workers 1.96-2.09 -> 1.37-1.56 s (the parent's CPU 1.2-1.5 -> 0.7 s), with 2
+        # workers 1.25-1.34 -> 1.14-1.24 s; an 8-process worker ready in 0.94-1.19 -> 0.72-0.86
+        # s, its children's private memory 252-256 -> 111-112 MB.
+        gc.collect()
+        gc.freeze()
 
 
 class Reconcile(bootsteps.StartStopStep):
