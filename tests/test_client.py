@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from digitscan.worker.client import Chunker, _clock, found_in, job_row, status_line
 from digitscan.worker.inputs import find_entries
 from digitscan.worker.settings import SubmitOptions
@@ -10,6 +13,26 @@ NOW = 1_800_000_000.0
 INFO = {"job": "j" * 32, "total": 1000, "done": 250, "errors": 3, "dead_chunks": 0,
         "rate": 125.4, "eta_s": 6.0, "complete": False, "created": NOW - 100, "last": NOW - 1,
         "cancelled": None}
+
+
+# A client as `digitscan submit` is one: it builds the app to publish chunks.
+CLIENT = """
+import sys
+import digitscan.worker.client
+from digitscan.worker.celeryapp import make_app
+from digitscan.worker.settings import Settings
+make_app(Settings(model={model!r}))
+print(*[m for m in ("cv2", "PIL.Image", "numpy", "onnxruntime") if m in sys.modules])
+"""
+
+
+def test_a_client_loads_no_imaging_stack(shipped_model):
+    """Publishing needs Celery and Redis, not OpenCV, Pillow, numpy or onnxruntime (~0.1 s
+    of every client command's start-up)."""
+    out = subprocess.run([sys.executable, "-c", CLIENT.format(model=str(shipped_model))],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [], out.stdout
 
 
 def test_status_line_running_complete_stalled_cancelled():

@@ -278,25 +278,26 @@ def test_plain_celery_takes_few_processes_on_a_gpu(offered, env, expected):
 
 # The worker's start-up step, in a process of its own (it freezes that process's objects).
 FROZEN = """
-import gc, types
+import gc, sys, types
 from digitscan.worker.celeryapp import VerifyModel, make_app
 from digitscan.worker.settings import Settings
 app = make_app(Settings(model={model!r}))
 before = gc.get_freeze_count()
 VerifyModel(types.SimpleNamespace(app=app, concurrency=2))
-print(before, gc.get_freeze_count())
+print(before, gc.get_freeze_count(), "cv2" in sys.modules)
 """
 
 
 def test_the_workers_parent_freezes_what_it_holds_before_its_pool_forks(shipped_model):
     """Celery runs a full garbage collection before forking each pool process; what the
-    parent holds by then (Celery, onnxruntime, OpenCV) is frozen, so that each of those
-    collections, and the children's, skips it."""
+    parent holds by then (Celery, onnxruntime, OpenCV: the imaging stack is imported there,
+    once for all the pool) is frozen, so that each of those collections, and the
+    children's, skips it."""
     out = subprocess.run([sys.executable, "-c", FROZEN.format(model=str(shipped_model))],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    before, after = map(int, out.stdout.split())
-    assert before == 0 and after > 10_000, out.stdout
+    before, after, imaging = out.stdout.split()
+    assert int(before) == 0 and int(after) > 10_000 and imaging == "True", out.stdout
 
 
 def test_plain_celery_sizes_onnxruntime_threads_by_its_pool(redis_server, shipped_model, tmp_path):

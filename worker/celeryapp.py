@@ -83,6 +83,7 @@ class VerifyModel(bootsteps.StartStopStep):
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
+        import digitscan.worker.classify  # noqa: F401 - once, here, shared by the pool's forks
         from digitscan.modelcard import verify_model_file
         from digitscan.worker.model import check_loadable, resolve_providers
 

@@ -14,7 +14,6 @@ from celery.utils.log import get_task_logger
 
 from digitscan.errors import InputsUnreachable, MalformedMessage, StoreUnavailable
 from digitscan.worker.celeryconfig import TASK_NAME
-from digitscan.worker.classify import classify_chunk
 from digitscan.worker.delivery import Hold, handle_chunk
 from digitscan.worker.messages import Chunk
 from digitscan.worker.settings import Settings
@@ -82,6 +81,11 @@ class ChunkTask(Task):
         return self._store
 
     def classify(self, chunk: Chunk) -> list[dict]:
+        # Imported here, not with the task: clients build this app to publish, and would
+        # otherwise load the imaging stack (OpenCV, Pillow, numpy) for nothing. A worker's
+        # parent imports it before its pool forks (celeryapp.VerifyModel).
+        from digitscan.worker.classify import classify_chunk
+
         metrics = self.metrics
         lines = classify_chunk(chunk, self.classifier, self.settings.limits,
                                metrics.stage if metrics else None)
