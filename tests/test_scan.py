@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 RNG = np.random.default_rng(5)
 
 
-def scan(*args, timeout=300):
+def scan(*args, timeout=300, **popen):
     return subprocess.run([sys.executable, "-m", "digitscan.cli", "scan", *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, **popen)
 
 
 @pytest.mark.parametrize("workers", [2, 8])
@@ -300,10 +300,8 @@ def test_without_workers_scan_sizes_its_pool_to_the_cores_it_may_use(tmp_path, m
 
     write_test_pngs(mnist, tmp_path / "png", limit=40)
     one_cpu = {min(os.sched_getaffinity(0))}
-    result = subprocess.run([sys.executable, "-m", "digitscan.cli", "scan", str(tmp_path / "png"),
-                             "--out", str(tmp_path / "r.jsonl"), "--model", str(shipped_model)],
-                            capture_output=True, text=True, timeout=300,
-                            preexec_fn=lambda: os.sched_setaffinity(0, one_cpu))
+    result = scan(str(tmp_path / "png"), "--out", str(tmp_path / "r.jsonl"), "--model",
+                  str(shipped_model), preexec_fn=lambda: os.sched_setaffinity(0, one_cpu))
     assert result.returncode == 0, result.stderr
     assert "images/s with 1 worker;" in result.stdout, result.stdout
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 40

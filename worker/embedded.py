@@ -165,7 +165,23 @@ class EmbeddedRedis:
 APP_MODULE = "digitscan.worker.app"
 
 
-class LocalWorkers:
+class _Workers:
+    """What waiting for workers and the ``with`` block need of ``start``, ``ready``,
+    ``check`` and ``stop``: shared by one ``LocalWorkers`` and a ``WorkerGroup`` of them."""
+
+    def wait_ready(self, poll_s: float = 0.1) -> None:
+        while not self.ready():
+            self.check()
+            time.sleep(poll_s)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LocalWorkers(_Workers):
     """One ``celery worker`` process (prefork, ``concurrency`` children) in its own
     process group, logging to a file; stopped with a warm shutdown, then killed.
 
@@ -218,11 +234,6 @@ class LocalWorkers:
             raise JobError(f"the local worker was not ready after {self.ready_timeout:.0f} s: "
                            f"{_tail(self.logfile)}")
 
-    def wait_ready(self, poll_s: float = 0.1) -> None:
-        while not self.ready():
-            self.check()
-            time.sleep(poll_s)
-
     def stop(self, timeout: float = STOP_TIMEOUT_S, warm: bool = True) -> None:
         """Warm shutdown, then kill what is left. ``warm=False`` kills at once: only for a
         worker with nothing left to do whose queue dies with it (a scan's private Redis
@@ -247,12 +258,6 @@ class LocalWorkers:
         self._log.close()
         self.proc = None
 
-    def __enter__(self) -> LocalWorkers:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 def _tail(path: Path, lines: int = 8) -> str:
     try:
@@ -262,7 +267,7 @@ def _tail(path: Path, lines: int = 8) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-class WorkerGroup:
+class WorkerGroup(_Workers):
     """``processes`` pool processes as several ``LocalWorkers`` on one queue, at most
     ``per_node`` under each Celery parent. One parent receives, acknowledges and hands on
     every chunk of its pool: on a 16-core host (bench/gpu_scale.sh, 2026-11-27) it took
@@ -288,11 +293,6 @@ class WorkerGroup:
         for node in self.nodes:
             node.check()
 
-    def wait_ready(self, poll_s: float = 0.1) -> None:
-        while not self.ready():
-            self.check()
-            time.sleep(poll_s)
-
     def stop(self, timeout: float = STOP_TIMEOUT_S, warm: bool = True) -> None:
         # Side by side: a warm shutdown takes ~2.5 s a node even when idle.
         from concurrent.futures import ThreadPoolExecutor
@@ -300,9 +300,3 @@ class WorkerGroup:
         with ThreadPoolExecutor(len(self.nodes)) as ex:
             for done in [ex.submit(node.stop, timeout, warm) for node in self.nodes]:
                 done.result()
-
-    def __enter__(self) -> WorkerGroup:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
