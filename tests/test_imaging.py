@@ -193,7 +193,7 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 @pytest.mark.parametrize("case", ["12-bit JPEG", "two JPEG frames", "lossless JPEG",
                                   "JPEG segment past the end", "JPEG junk before the scan",
                                   "PNG 0x0", "PNG chunk past the end", "PNG IHDR bigger than the data",
-                                  "JPEG frame of 0x0"])
+                                  "JPEG frame of 0x0", "animated PNG, default image apart"])
 def test_a_header_odd_in_any_way_is_left_to_pillow(mnist, case):
     """The header read that lets OpenCV decode without Pillow is not a parser to trust: any
     file it does not recognise, or that OpenCV will not decode to the size it says, goes to
@@ -214,6 +214,10 @@ def test_a_header_odd_in_any_way_is_left_to_pillow(mnist, case):
         "PNG IHDR bigger than the data": png[:8] + _png_chunk(
             b"IHDR", (400).to_bytes(4) + (300).to_bytes(4) + ihdr[16:21]) + rest,
         "JPEG frame of 0x0": jpeg[: sof + 5] + bytes(4) + jpeg[sof + 9 :],
+        # OpenCV would read its first frame; Pillow, as viewers, the image shown without
+        # animation (a different image here)
+        "animated PNG, default image apart": encode(digit, save_all=True, default_image=True,
+                                                    append_images=[digit.rotate(90)]),
     }
     from digitscan.worker.imaging import _read_whole
 

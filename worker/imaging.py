@@ -220,8 +220,11 @@ def _png_header(data: bytes) -> tuple[int, int, int] | None:
         kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
             return int.from_bytes(data[16:20]), int.from_bytes(data[20:24]), flag
-        if kind == b"tRNS":
-            return None  # a transparent colour: Pillow composites it on paper
+        if kind in (b"tRNS", b"acTL"):
+            # A transparent colour: Pillow composites it on paper. An animation: OpenCV
+            # reads its first frame, Pillow (and a viewer without animation) the default
+            # image, which need not be a frame.
+            return None
         pos += 12 + int.from_bytes(data[pos : pos + 4])
     return None
 
@@ -294,7 +297,8 @@ def decode_array(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     rawmode = im.tile[0].args if im.tile else None
     rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
     flag = _OPENCV_READS.get((im.format, im.mode, rawmode))
-    if flag is not None and max(im.size) <= WORK_SIDE and "transparency" not in im.info:
+    if (flag is not None and max(im.size) <= WORK_SIDE and "transparency" not in im.info
+            and getattr(im, "n_frames", 1) == 1):
         a = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
         if a is not None and a.shape[:2] == (im.height, im.width):
             return a
