@@ -98,9 +98,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.
     So does a depthwise convolution at full resolution: onnxruntime's int8 depthwise kernel
     does not use the dot-product instructions, and on the shipped model's 24 channels at
     28x28 it took 17 of the int8 model's 44.6 us an image (an AMD EPYC with AVX-512 VNNI,
-    one thread, batches of 32; the same layer in fp32 ~4.5). In fp32 the model ran 28.8-30.1
-    us an image instead of 42.6, with the same MNIST answers. The later depthwise layers (14x14,
-    7x7) are faster in int8: all of them in fp32, 37.9 us."""
+    one thread, batches of 32; the same layer in fp32 ~4.5). With that layer in fp32 the int8
+    model ran 28.8-30.1 us an image instead of 42.6, with the same MNIST answers. The later
+    depthwise layers (14x14, 7x7) are faster in int8: all of them in fp32, 37.9 us."""
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)

@@ -210,7 +210,7 @@ _JPEG_BARE = {0x01, *range(0xD0, 0xD8)}
 def _png_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, OpenCV flag) of a PNG that OpenCV reads as Pillow would, from its
     IHDR and the chunks before its first IDAT; None for any other."""
-    if len(data) < 33 or data[12:16] != b"IHDR":
+    if len(data) < 33 or data[8:16] != b"\x00\x00\x00\x0dIHDR":
         return None
     flag = _PNG_READS.get((data[24], data[25]))
     if flag is None:
@@ -247,7 +247,7 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         if marker == 0xDA:  # start of scan
             return found
         length = int.from_bytes(data[pos + 2 : pos + 4])
-        if marker >= 0xC0 and marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
             if marker not in _JPEG_FRAMES or found or length < 8 or pos + 2 + length > end \
                     or data[pos + 4] != 8 or data[pos + 9] not in (1, 3):
                 return None
