@@ -184,21 +184,11 @@ def decode(data: bytes, limits: Limits = Limits()) -> Image.Image:
     return _load(_open(data, limits))
 
 
-# What OpenCV decodes to exactly the pixels Pillow gives (the same libpng and libjpeg-turbo
-# underneath), by (format, Pillow's mode, its raw mode): 8-bit grey or RGB PNG and JPEG, and
-# palette PNG (Pillow's to_paper makes it RGB; with a transparent entry it is Pillow's).
-_OPENCV_READS = {
-    ("PNG", "L", "L"): cv2.IMREAD_GRAYSCALE,
-    ("PNG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
-    **{("PNG", "P", raw): cv2.IMREAD_COLOR_RGB for raw in ("P", "P;4", "P;2", "P;1")},
-    ("JPEG", "L", "L"): cv2.IMREAD_GRAYSCALE,
-    ("JPEG", "RGB", "RGB"): cv2.IMREAD_COLOR_RGB,
-}
-
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# PNG (bit depth, colour type) that OpenCV reads as _OPENCV_READS says: 8-bit grey, 8-bit RGB
-# and palettes of any depth (those with a transparent entry are told apart by their tRNS).
+# What OpenCV decodes to exactly the pixels Pillow gives (the same libpng and libjpeg-turbo
+# underneath): PNG by (bit depth, colour type), 8-bit grey, 8-bit RGB and palettes of any
+# depth (Pillow's to_paper makes them RGB; one with a transparent entry, told apart by its
+# tRNS, is Pillow's); JPEG with one or three 8-bit channels (_jpeg_header).
 _PNG_READS = {(8, 0): cv2.IMREAD_GRAYSCALE, (8, 2): cv2.IMREAD_COLOR_RGB,
               **{(depth, 3): cv2.IMREAD_COLOR_RGB for depth in (1, 2, 4, 8)}}
 # JPEG frames libjpeg-turbo and Pillow both read (baseline, extended, progressive), and the
@@ -263,7 +253,8 @@ def _read_whole(data: bytes, limits: Limits) -> np.ndarray | None:
     """The pixels of an 8-bit grey or RGB PNG or JPEG (a palette PNG as RGB) within the
     limits, by OpenCV from a header read here; None for any other file, and any it will not
     decode whole. Pillow's reading of the header cost more than OpenCV's decoding of the
-    whole of a small image (an MNIST PNG: 10 of 17 us)."""
+    whole of a small image (an MNIST PNG: 10 of 17 us, when OpenCV decoded what Pillow's
+    header allowed)."""
     if len(data) > limits.max_bytes:
         return None
     if data.startswith(_PNG_SIGNATURE):
@@ -283,26 +274,14 @@ def _read_whole(data: bytes, limits: Limits) -> np.ndarray | None:
 
 def decode_array(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     """``decode`` as a uint8 array ([h, w] or [h, w, 3]). Nearly every scan is an 8-bit grey
-    or RGB PNG or JPEG: OpenCV decodes those straight into the array, the same pixels without
-    Pillow's Python-side parsing of the file and the copy out of a Pillow image (a form cell
-    153 -> 110 us, an MNIST PNG 37 -> 21 us; then with the header read by ``_read_whole``
-    instead of Pillow, 17 -> 8). EXIF orientation is ignored, as Pillow does. Anything
+    or RGB PNG or JPEG: OpenCV decodes those straight into the array (``_read_whole``), the
+    same pixels without Pillow's Python-side parsing of the file and the copy out of a Pillow
+    image (an MNIST PNG 37 -> 8 us). EXIF orientation is ignored, as Pillow does. Anything
     else, and any file OpenCV will not decode whole, takes Pillow's path, which checks it
     again and names what is wrong with it. (libjpeg-turbo itself reports a corrupt but
     readable JPEG on stderr, the worker's log.)"""
     whole = _read_whole(data, limits)
-    if whole is not None:
-        return whole
-    im = _open(data, limits)
-    rawmode = im.tile[0].args if im.tile else None
-    rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
-    flag = _OPENCV_READS.get((im.format, im.mode, rawmode))
-    if (flag is not None and max(im.size) <= WORK_SIDE and "transparency" not in im.info
-            and getattr(im, "n_frames", 1) == 1):
-        a = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
-        if a is not None and a.shape[:2] == (im.height, im.width):
-            return a
-    return np.asarray(_load(im))
+    return whole if whole is not None else np.asarray(decode(data, limits))
 
 
 def to_paper(im: Image.Image) -> Image.Image:
