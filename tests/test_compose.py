@@ -81,4 +81,16 @@ def test_worker_image_installs_only_the_worker_extra():
     dockerfile = (ROOT / "Dockerfile").read_text()
     worker_stage = dockerfile.split("AS worker")[1].split("FROM")[0]
     assert "ARG WORKER_EXTRAS=worker\n" in worker_stage and "torch" not in worker_stage
-    assert '".[${WORKER_EXTRAS}]"' in worker_stage
+    assert '/wheels/digitscan-*.whl)[${WORKER_EXTRAS}]"' in worker_stage
+
+
+def test_images_install_the_wheel_with_the_compiled_rule_search():
+    """The images carry no compiler: the wheel is built in a stage that has one, and the
+    worker image refuses to build if the compiled search did not make it in."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    wheel_stage = dockerfile.split("AS wheel")[1].split("FROM")[0]
+    assert "gcc" in wheel_stage and "pip wheel" in wheel_stage
+    for stage in ("worker", "trainer"):
+        body = dockerfile.split(f"AS {stage}")[1].split("FROM")[0]
+        assert "COPY --from=wheel /wheels /wheels" in body and "gcc" not in body
+    assert "assert COMPILED" in dockerfile.split("AS worker")[1].split("FROM")[0]

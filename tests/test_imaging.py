@@ -619,3 +619,127 @@ def test_a_one_standing_on_the_rule_is_not_a_tick():
         out = normalize(Image.fromarray(paper))
         rows, cols = np.flatnonzero(out.max(1) > 64), np.flatnonzero(out.max(0) > 64)
         assert rows.max() - rows.min() >= 19 and cols.max() - cols.min() <= 4, (ticks, cols)
+
+
+# ------------------------------------------------------------------ the compiled rule search
+
+
+def test_the_compiled_rule_search_is_built():
+    """A development install (and CI's) builds worker/_cleanup.c: without this check a
+    failed build would only make every cell's cleanup slower, silently (it is optional
+    for users without a C compiler)."""
+    from digitscan.worker import imaging
+
+    assert imaging.COMPILED and imaging._compiled is not None
+
+
+def _random_masks(n: int, seed: int):
+    """Masks as the rule search meets them, and odd ones: boxes, comb rules and walls,
+    tilted and broken rules, strokes resting on them, specks; 5 to 140 px a side."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(5, 141, 2))
+        mask = np.zeros((h, w), np.uint8)
+        for _ in range(int(rng.integers(0, 4))):  # rules, some tilted, some cut by the edge
+            t = int(rng.integers(1, 5))
+            if rng.random() < 0.5:
+                y = int(rng.integers(0, h))
+                x0, x1 = int(rng.integers(-w // 4, w // 4)), int(rng.integers(3 * w // 4, 5 * w // 4))
+                cv2.line(mask, (x0, y), (x1, y + int(rng.integers(-4, 5))), 255, t)
+            else:
+                x = int(rng.integers(0, w))
+                y0, y1 = int(rng.integers(-h // 4, h // 4)), int(rng.integers(3 * h // 4, 5 * h // 4))
+                cv2.line(mask, (x, y0), (x + int(rng.integers(-4, 5)), y1), 255, t)
+        if rng.random() < 0.4:  # a box
+            m = int(rng.integers(0, max(1, min(h, w) // 6)))
+            cv2.rectangle(mask, (m, m), (w - 1 - m, h - 1 - m), 255, int(rng.integers(1, 5)))
+        for _ in range(int(rng.integers(0, 6))):  # strokes, some on the rules
+            p = [int(v) for v in (rng.integers(0, w), rng.integers(0, h), rng.integers(0, w),
+                                  rng.integers(0, h))]
+            cv2.line(mask, p[:2], p[2:], 255, int(rng.integers(1, 8)))
+        if rng.random() < 0.3:  # speckle
+            mask[rng.random((h, w)) < 0.02] = 255
+        if rng.random() < 0.2:  # breaks in the ink
+            mask[:, rng.random(w) < 0.1] = 0
+        yield mask
+
+
+def _cell_masks(mnist):
+    """The masks the rule search was given while cleaning real population cells."""
+    from digitscan.export.populations import population
+    from digitscan.worker import imaging
+
+    seen = []
+
+    def record(mask, horizontal, fraction, spanning=False):
+        seen.append(mask.copy())
+        return imaging._runs_numpy(mask, horizontal, fraction, spanning)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imaging, "_runs", record)
+        for name in ("form", "boxed", "printed", "negative"):
+            cells, _ = population(name, mnist, 60, seed=11)
+            for data in cells:
+                try:
+                    normalize(decode_array(data))
+                except ImageError:
+                    pass
+    return seen
+
+
+def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch):
+    """worker/_cleanup.c against ``_runs_numpy``, byte for byte, both directions, both
+    lengths, spanning or not: on the masks of real boxed, printed, plain and non-digit
+    cells and on random ones (the whole population sets were checked the same way, 28,840
+    calls). And the comparison is not an empty one: it covers runs found and none, rules
+    trimmed to their own band, and runs the spanning test turns down."""
+    from digitscan.worker import imaging
+
+    masks = _cell_masks(mnist) + list(_random_masks(600, seed=3))
+    untrimmed = []
+    monkeypatch.setattr(imaging, "_own_band", lambda runs, top=0: runs)
+    for mask in masks:
+        untrimmed.append([imaging._runs_numpy(mask, hz, f, s) for hz in (True, False)
+                          for f in (0.55, 0.9) for s in (False, True)])
+    monkeypatch.undo()
+    found = trimmed = turned_down = 0
+    for mask, plain in zip(masks, untrimmed):
+        results = []
+        for hz in (True, False):
+            for f in (0.55, 0.9):
+                for s in (False, True):
+                    ref = imaging._runs_numpy(mask, hz, f, s)
+                    got = imaging._runs(mask, hz, f, s)
+                    assert (got is None) == (ref is None), (mask.shape, hz, f, s)
+                    assert ref is None or np.array_equal(got, ref), (mask.shape, hz, f, s)
+                    results.append(ref)
+        found += sum(r is not None for r in results)
+        trimmed += sum(r is not None and not np.array_equal(r, p) for r, p in zip(results, plain))
+        turned_down += sum(a is not None and b is None for a, b in zip(results[::2], results[1::2]))
+    assert len(masks) > 1000 and found > 2000 and trimmed > 1000 and turned_down > 100, \
+        (len(masks), found, trimmed, turned_down)
+
+
+def test_the_compiled_rule_search_takes_any_layout_and_refuses_a_wrong_size():
+    from digitscan.worker import imaging
+
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:13, 2:78] = 255
+    ref = imaging._runs_numpy(mask, True, 0.55)
+    assert np.array_equal(imaging._runs(np.asfortranarray(mask), True, 0.55), ref)
+    assert np.array_equal(imaging._runs(mask.T.copy().T, True, 0.55), ref)
+    with pytest.raises(ValueError, match="height x width"):
+        imaging._compiled.runs(mask, np.empty((60, 79), np.uint8), 60, 80, True, 0.55, False)
+
+
+def test_without_the_compiled_search_cells_come_out_the_same(mnist, monkeypatch):
+    """An install without a C compiler runs the reference: the same fields."""
+    from digitscan.export.populations import population
+    from digitscan.worker import imaging
+
+    cells, _ = population("boxed", mnist, 40, seed=12)
+    compiled = [normalize(decode_array(c)) for c in cells]
+    monkeypatch.setattr(imaging, "_compiled", None)
+    assert all(np.array_equal(normalize(decode_array(c)), f) for c, f in zip(cells, compiled))

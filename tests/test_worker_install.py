@@ -50,7 +50,7 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     those top-level names); the wheel holds the stage folders under digitscan/."""
     src = tmp_path / "src"  # setuptools writes build/ beside the sources: not in ours
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "data", "runs", "demo", ".git",
-                                                              "*.egg-info", "build", "__pycache__"))
+                                                              "*.egg-info", "build", "__pycache__", "*.so"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                           "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path)
@@ -61,6 +61,8 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     assert top == {"digitscan"}
     for stage, module in (("worker", "tasks"), ("trainer", "train"), ("export", "pipeline")):
         assert f"digitscan/{stage}/{module}.py" in names
+    # The rule search, compiled for this interpreter (optional: needs a C compiler, as here).
+    assert [n for n in names if n.startswith("digitscan/worker/_cleanup.") and n.endswith(".so")]
     # The shipped model and its int8 variant with their cards, and not the 9 MB checkpoint.
     models = sorted(n for n in names if n.startswith("digitscan/models/"))
     assert models == ["digitscan/models/__init__.py", "digitscan/models/digits.int8.json",
@@ -84,11 +86,14 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
     py = venv / "bin" / "python"
     src = tmp_path / "src"  # a clean copy: no .venv, data or build leftovers
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "data", "runs", "demo", ".git",
-                                                              "*.egg-info", "build", "__pycache__"))
+                                                              "*.egg-info", "build", "__pycache__", "*.so"))
     install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", f"{src}[worker]"],
                              capture_output=True, text=True, timeout=900)
     assert install.returncode == 0, install.stderr[-2000:]
     assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0
+    compiled = subprocess.run([str(py), "-c", "from digitscan.worker.imaging import COMPILED; "
+                               "print(COMPILED)"], capture_output=True, text=True, cwd=tmp_path)
+    assert compiled.stdout.strip() == "True", compiled.stderr[-2000:]
     # As the worker image does: drop the trainer and exporter code a worker never runs.
     strip = subprocess.run([str(py), str(ROOT / "docker" / "worker-only.py")], capture_output=True,
                            text=True, cwd=tmp_path)

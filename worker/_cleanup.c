@@ -1,0 +1,240 @@
+/* The printed-rule search of the cell cleanup (digitscan.worker.imaging._runs), compiled.
+
+   The same pixels as imaging._runs_numpy, its reference, which the tests hold it to: that
+   one is a dozen OpenCV calls and fifteen numpy calls on a few rows each, ~150 us a call
+   on a boxed cell (2 cores, Ice Lake), where the work itself is a few thousand byte
+   operations. Optional: where it is not built (no C compiler at install) the reference runs.
+
+   Masks are 0/255 (any nonzero byte is ink); OpenCV's morphology is reproduced as it runs
+   there: a rectangle kernel anchored at its centre (length // 2), pixels past the edge
+   ignored (erosion sees ink there, dilation none). Build with -ffp-contract=off: the rule's
+   centre line is numpy's interpolation, slope * (x - x0) + y0 in two roundings. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* dst[x] = 255 where src has ink in every pixel of [x - a, x - a + len - 1] within the row
+   (erode), or in any (dilate), a = len / 2. last[] is scratch of n ints. */
+static void erode_row(const unsigned char *src, unsigned char *dst, int n, int len, int *last)
+{
+    int a = len / 2, z = -1;
+    for (int x = 0; x < n; x++) {
+        if (!src[x]) z = x;
+        last[x] = z; /* the last paper pixel at or before x */
+    }
+    for (int x = 0; x < n; x++) {
+        int lo = x - a < 0 ? 0 : x - a, hi = x - a + len - 1 >= n ? n - 1 : x - a + len - 1;
+        dst[x] = last[hi] < lo ? 255 : 0;
+    }
+}
+
+static void dilate_row(const unsigned char *src, unsigned char *dst, int n, int len, int *last)
+{
+    int a = len / 2, z = -1;
+    for (int x = 0; x < n; x++) {
+        if (src[x]) z = x;
+        last[x] = z; /* the last ink pixel at or before x */
+    }
+    for (int x = 0; x < n; x++) {
+        int lo = x - a < 0 ? 0 : x - a, hi = x - a + len - 1 >= n ? n - 1 : x - a + len - 1;
+        dst[x] = last[hi] >= lo ? 255 : 0;
+    }
+}
+
+/* imaging._own_band on the rows x cols found pixels f, whose first row is the band's row
+   `top`: in a column thicker than the rule, only the rows within its thickness of its
+   centre line stay. counts, cols: scratch of cols ints; centre: of cols doubles. */
+static void own_band(unsigned char *f, int rows, int cols, int top, int *counts, int *inked,
+                     double *xp, double *fp)
+{
+    int n = 0, hist[257] = {0};
+    for (int c = 0; c < cols; c++) counts[c] = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            counts[c] += f[r * cols + c] != 0;
+    for (int c = 0; c < cols; c++)
+        if (counts[c]) {
+            inked[n++] = counts[c];
+            hist[counts[c] > 256 ? 256 : counts[c]]++;
+        }
+    if (n < 8) return;
+    /* The quarter-th smallest count (np.partition), from the counts' histogram. */
+    int quarter = n / 4, seen = 0, thickness = 0;
+    for (int v = 0; v <= 256; v++) {
+        seen += hist[v];
+        if (seen > quarter) { thickness = v; break; }
+    }
+    if (thickness == 256) { /* a column over 256 rows: order them all */
+        for (int i = 0; i <= quarter; i++)
+            for (int j = i + 1; j < n; j++)
+                if (inked[j] < inked[i]) { int t = inked[i]; inked[i] = inked[j]; inked[j] = t; }
+        thickness = inked[quarter];
+    }
+    int n_wide = 0;
+    for (int i = 0; i < n; i++) n_wide += inked[i] > thickness + 1;
+    if (!n_wide || n - n_wide < quarter) return;
+    /* The centre line of the clean columns (mean row of their ink)... */
+    int m = 0;
+    for (int c = 0; c < cols; c++) {
+        if (!counts[c] || counts[c] > thickness + 1) continue;
+        long sum = 0;
+        for (int r = 0; r < rows; r++)
+            if (f[r * cols + c]) sum += top + r;
+        xp[m] = c;
+        fp[m++] = (double)(sum * 255) / (255.0 * counts[c]);
+    }
+    /* ...interpolated into the wide ones, as np.interp does it. */
+    double limit = thickness / 2.0 + 0.5;
+    int j = 0;
+    for (int c = 0; c < cols; c++) {
+        if (counts[c] <= thickness + 1) continue;
+        double x = c, line;
+        while (j < m && xp[j] <= x) j++; /* xp[j - 1] <= x < xp[j] */
+        if (j == 0) line = fp[0];
+        else if (j == m) line = fp[m - 1];
+        else {
+            double slope = (fp[j] - fp[j - 1]) / (xp[j] - xp[j - 1]);
+            line = slope * (x - xp[j - 1]) + fp[j - 1];
+        }
+        for (int r = 0; r < rows; r++)
+            if (fabs((double)(top + r) - line) > limit) f[r * cols + c] = 0;
+    }
+}
+
+static int count_ink(const unsigned char *s, int n)
+{
+    int c = 0;
+    for (int x = 0; x < n; x++) c += s[x] != 0;
+    return c;
+}
+
+static void or_into(unsigned char *restrict d, const unsigned char *restrict s, int n)
+{
+    for (int x = 0; x < n; x++) d[x] |= s[x];
+}
+
+/* runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: imaging._runs
+   writing its pixels into `out` (same size as mask); False where it finds none. */
+static PyObject *runs(PyObject *self, PyObject *args)
+{
+    Py_buffer mb, ob;
+    int h, w, horizontal, spanning;
+    double fraction;
+    if (!PyArg_ParseTuple(args, "y*w*iipdp", &mb, &ob, &h, &w, &horizontal, &fraction, &spanning))
+        return NULL;
+    PyObject *result = NULL;
+    unsigned char *scratch = NULL;
+    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)h * w || ob.len != mb.len) {
+        PyErr_SetString(PyExc_ValueError, "runs: mask and out must both be height x width bytes");
+        goto done;
+    }
+    int H = horizontal ? h : w, W = horizontal ? w : h; /* across, along the runs */
+    int length = (int)(fraction * W);
+    const unsigned char *mask = mb.buf;
+    unsigned char *out = ob.buf;
+    memset(out, 0, (size_t)h * w);
+    if (length < 8) { result = Py_False; goto done; }
+    int band = H / 3, k = H / 40 * 2 + 1;
+    if (k < 3) k = 3;
+    int reach = band + k / 2 < H ? band + k / 2 : H;
+    int starts[2] = {0, H - reach}, keep_lo[2] = {0, reach - band}, keep_hi[2] = {band, reach};
+    /* A run needs ink in that many columns of its part (half the length: the erosion sees
+       ink past the cell's edge), and so does each row of the thickened part that holds one. */
+    int need = (length + 1) / 2;
+
+    size_t part = (size_t)reach * W;
+    scratch = malloc(4 * part + 2 * (size_t)W + (3 * (size_t)W + 1) * sizeof(int)
+                     + 2 * (size_t)W * sizeof(double) + 64);
+    if (!scratch) { PyErr_NoMemory(); goto done; }
+    double *xp = (double *)scratch, *fp = xp + W;
+    int *last = (int *)(fp + W), *counts = last + W + 1, *inked = counts + W;
+    unsigned char *turned = (unsigned char *)(inked + W), *dil = turned + part;
+    unsigned char *core = dil + part, *found = core + part, *line = found + part;
+    unsigned char *eroded = line + W;
+    int any_ink = 0;
+    for (int p = 0; p < 2; p++) {
+        const unsigned char *b;
+        if (horizontal) {
+            b = mask + (size_t)starts[p] * W;
+        } else { /* upright runs are the rows of the part's columns, transposed */
+            for (int y = 0; y < h; y++) {
+                const unsigned char *m = mask + (size_t)y * w + starts[p];
+                for (int r = 0; r < reach; r++) turned[(size_t)r * W + y] = m[r];
+            }
+            b = turned;
+        }
+        /* The part can hold a run only if its projection has one (imaging._runs says why). */
+        memcpy(line, b, W);
+        for (int r = 1; r < reach; r++) or_into(line, b + (size_t)r * W, W);
+        if (count_ink(line, W) < need) continue;
+        erode_row(line, eroded, W, length, last);
+        if (!count_ink(eroded, W)) continue;
+        /* Thicken across the line (a dilation by k rows), then erode along it. */
+        int top = -1, bottom = -1;
+        for (int r = 0; r < reach; r++) {
+            int r0 = r - k / 2 < 0 ? 0 : r - k / 2, r1 = r + k / 2 >= reach ? reach - 1 : r + k / 2;
+            unsigned char *d = dil + (size_t)r * W, *c = core + (size_t)r * W;
+            memcpy(d, b + (size_t)r0 * W, W);
+            for (int q = r0 + 1; q <= r1; q++) or_into(d, b + (size_t)q * W, W);
+            if (count_ink(d, W) < need) {
+                memset(c, 0, W);
+                continue;
+            }
+            erode_row(d, c, W, length, last);
+            if (count_ink(c, W)) {
+                if (top < 0) top = r;
+                bottom = r;
+            }
+        }
+        if (top < 0) continue;
+        int tall = bottom - top + 1, left = W, right = -1;
+        for (int r = 0; r < tall; r++) {
+            unsigned char *f = found + (size_t)r * W;
+            const unsigned char *s = b + (size_t)(top + r) * W;
+            dilate_row(core + (size_t)(top + r) * W, f, W, length, last);
+            for (int x = 0; x < W; x++) f[x] = f[x] && s[x] ? 255 : 0;
+            for (int x = 0; x < W; x++)
+                if (f[x]) {
+                    if (x < left) left = x;
+                    if (x > right) right = x;
+                }
+        }
+        if (spanning && (right < 0 ? 0 : right - left + 1) < length) continue;
+        int lo = keep_lo[p] > top ? keep_lo[p] : top;
+        int hi = keep_hi[p] < top + tall ? keep_hi[p] : top + tall;
+        if (lo >= hi) continue;
+        own_band(found, tall, W, top, counts, inked, xp, fp);
+        for (int r = lo; r < hi; r++) {
+            const unsigned char *s = found + (size_t)(r - top) * W;
+            any_ink |= count_ink(s, W) != 0;
+            if (horizontal) {
+                memcpy(out + (size_t)(starts[p] + r) * w, s, W);
+            } else {
+                for (int y = 0; y < h; y++) out[(size_t)y * w + starts[p] + r] = s[y];
+            }
+        }
+    }
+    result = any_ink ? Py_True : Py_False;
+done:
+    free(scratch);
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&ob);
+    Py_XINCREF(result);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"runs", runs, METH_VARARGS,
+     "runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: "
+     "imaging._runs, writing its pixels into out."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cleanup", "The cell cleanup's rule search, compiled.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__cleanup(void) { return PyModule_Create(&module); }
