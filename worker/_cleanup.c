@@ -1,9 +1,11 @@
-/* The printed-rule search of the cell cleanup (digitscan.worker.imaging._runs), compiled.
+/* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the printed-rule
+   search (_runs) and the contrast stretch (_stretch).
 
-   The same pixels as imaging._runs_numpy, its reference, which the tests hold it to: that
-   one is a dozen OpenCV calls and fifteen numpy calls on a few rows each, ~150 us a call
-   on a boxed cell (2 cores, Ice Lake), where the work itself is a few thousand byte
-   operations. Optional: where it is not built (no C compiler at install) the reference runs.
+   The same pixels as imaging._runs_numpy and _stretch_numpy, their references, which the
+   tests hold them to. Those are chains of small OpenCV and numpy calls: a rule search is a
+   dozen OpenCV and fifteen numpy calls on a few rows each, ~100-150 us a call on a boxed
+   cell (2 cores, Ice Lake), where the work itself is a few thousand byte operations.
+   Optional: where it is not built (no C compiler at install) the references run.
 
    Masks are 0/255 (any nonzero byte is ink); OpenCV's morphology is reproduced as it runs
    there: a rectangle kernel anchored at its centre (length // 2), pixels past the edge
@@ -226,15 +228,89 @@ done:
     return result;
 }
 
+/* stretch(ink, out, height, width) -> bool: imaging._stretch_numpy, the paper to 0 and the
+   darkest stroke to 255, written into `out`; False where there is no contrast. Its levels
+   are numpy's float32 arithmetic, rounded half to even as numpy rounds. */
+static PyObject *stretch(PyObject *self, PyObject *args)
+{
+    Py_buffer ib, ob;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*w*ii", &ib, &ob, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || ib.len != (Py_ssize_t)h * w || ob.len != ib.len) {
+        PyErr_SetString(PyExc_ValueError, "stretch: ink and out must both be height x width bytes");
+        goto done;
+    }
+    const unsigned char *ink = ib.buf;
+    unsigned char *out = ob.buf;
+    size_t n = (size_t)h * w;
+    long long hist[256], cum[256];
+    /* Four histograms, summed: runs of one level (paper) no longer wait on each other. */
+    unsigned int part[4][256] = {{0}};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        part[0][ink[i]]++;
+        part[1][ink[i + 1]]++;
+        part[2][ink[i + 2]]++;
+        part[3][ink[i + 3]]++;
+    }
+    for (; i < n; i++) part[0][ink[i]]++;
+    for (int v = 0; v < 256; v++)
+        hist[v] = (long long)part[0][v] + part[1][v] + part[2][v] + part[3][v];
+    int peak = 0;
+    for (int v = 255; v >= 0; v--)
+        if (hist[v]) { peak = v; break; }
+    long long total = 0;
+    for (int v = 0; v < 256; v++) cum[v] = total += hist[v];
+    int median = 0;
+    while (median < 255 && cum[median] < (total + 1) / 2) median++;
+    /* The commonest level at or below the median, by five-level windows: np.convolve of
+       hist[:median + 1] with ones(5), mode "same" (centred, and five long if shorter). */
+    int m = median + 1, len = m > 5 ? m : 5, start = ((m < 5 ? m : 5) - 1) / 2, paper = 0;
+    long long best = -1;
+    for (int i = 0; i < len; i++) {
+        int j = i + start, k0 = j - 4 < 0 ? 0 : j - 4, k1 = j < m - 1 ? j : m - 1;
+        long long sum = 0;
+        for (int k = k0; k <= k1; k++) sum += hist[k];
+        if (sum > best) { best = sum; paper = i; }
+    }
+    long long below = cum[paper];
+    int low = paper;
+    if (below) {
+        low = 0;
+        while (low < 255 && cum[low] < below / 4) low++;
+    }
+    double noise = (paper - low > 0 ? paper - low : 0) * 1.5;
+    if (peak - paper < 32) { result = Py_False; goto done; }
+    double floor_ = paper + 4 * noise + 2;
+    if (peak - floor_ < 16) floor_ = paper + (peak - paper) / 2.0;
+    unsigned char lut[256];
+    float f = (float)floor_, scale = (float)(255.0 / (peak - floor_));
+    for (int v = 0; v < 256; v++) {
+        float t = ((float)v - f) * scale;
+        t = t < 0.0f ? 0.0f : t > 255.0f ? 255.0f : t;
+        lut[v] = (unsigned char)nearbyintf(t);
+    }
+    for (size_t i = 0; i < n; i++) out[i] = lut[ink[i]];
+    result = Py_True;
+done:
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&ob);
+    Py_XINCREF(result);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"runs", runs, METH_VARARGS,
      "runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: "
      "imaging._runs, writing its pixels into out."},
+    {"stretch", stretch, METH_VARARGS,
+     "stretch(ink, out, height, width) -> bool: imaging._stretch, writing into out."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_cleanup", "The cell cleanup's rule search, compiled.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_cleanup", "Hot steps of the cell cleanup, compiled.", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__cleanup(void) { return PyModule_Create(&module); }

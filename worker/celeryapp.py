@@ -94,8 +94,8 @@ class VerifyModel(bootsteps.StartStopStep):
         from digitscan.worker.imaging import COMPILED
 
         if not COMPILED:
-            log.warning("the cell cleanup's compiled rule search is not installed (digitscan "
-                        "was built without a C compiler): boxed cells clean ~2x slower; "
+            log.warning("the cell cleanup's compiled steps are not installed (digitscan was "
+                        "built without a C compiler): boxed cells clean ~2.5x slower; "
                         "reinstall it where gcc (or cc) is present")
         task = worker.app.tasks[TASK_NAME]
         task.pool_processes = worker.concurrency

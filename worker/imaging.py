@@ -38,11 +38,12 @@ from digitscan.errors import (
 )
 from digitscan.worker.settings import Limits
 
-try:  # the rule search in C; optional at install (pyproject.toml: ext-modules)
+try:  # the rule search and stretch in C; optional at install (pyproject.toml: ext-modules)
     from digitscan.worker import _cleanup as _compiled
 except ImportError:
     _compiled = None
-# Whether this install runs the compiled rule search (a boxed cell's cleanup ~2x faster).
+# Whether this install runs the compiled rule search and stretch (a boxed cell's cleanup
+# ~2.5x faster).
 COMPILED = _compiled is not None
 
 # One image is far too small to split across threads, and the pool already runs one
@@ -355,7 +356,17 @@ def _above(a: np.ndarray, level: float) -> np.ndarray:
 
 
 def _stretch(ink: np.ndarray) -> np.ndarray | None:
-    """Paper to 0 and the darkest stroke to 255, or None if there is no contrast."""
+    """Paper to 0 and the darkest stroke to 255, or None if there is no contrast: the
+    compiled stretch where it was built, else ``_stretch_numpy`` (the same pixels)."""
+    if _compiled is None:
+        return _stretch_numpy(ink)
+    ink = np.ascontiguousarray(ink)
+    out = np.empty_like(ink)
+    return out if _compiled.stretch(ink, out, *ink.shape) else None
+
+
+def _stretch_numpy(ink: np.ndarray) -> np.ndarray | None:
+    """``_stretch`` in numpy and OpenCV: the reference the compiled one is held to."""
     # Counts of each level, by OpenCV (~2.5x numpy's bincount, which widens every pixel to
     # int64 first); float32 counts and sums are exact up to 2^24 pixels (a cell has 128^2).
     hist = cv2.calcHist([ink], [0], None, [256], [0, 256]).ravel()
