@@ -300,10 +300,99 @@ done:
     return result;
 }
 
+/* keep(labels, stats, out, height, width, x0, y0) -> bool: imaging._keep_numpy, the
+   components that make up the digit, as 1 in `out` (height x width, zeroed here). labels:
+   uint16, the connected components of the inked box at (x0, y0); stats: their int32
+   left, top, width, height, area (OpenCV's), n x 5. False: nothing is left. */
+static PyObject *keep(PyObject *self, PyObject *args)
+{
+    Py_buffer lb, sb, ob;
+    int h, w, x0, y0, ih, iw;
+    if (!PyArg_ParseTuple(args, "y*y*w*iiiiii", &lb, &sb, &ob, &h, &w, &x0, &y0, &ih, &iw))
+        return NULL;
+    PyObject *result = NULL;
+    unsigned char *chosen = NULL;
+    int n = (int)(sb.len / (5 * sizeof(int)));
+    if (h <= 0 || w <= 0 || ih <= 0 || iw <= 0 || x0 < 0 || y0 < 0 || x0 + iw > w || y0 + ih > h
+        || lb.len != (Py_ssize_t)ih * iw * 2 || sb.len != (Py_ssize_t)n * 5 * sizeof(int)
+        || n < 2 || ob.len != (Py_ssize_t)h * w) {
+        PyErr_SetString(PyExc_ValueError, "keep: labels, stats or out do not fit the cell");
+        goto done;
+    }
+    const unsigned short *labels = lb.buf;
+    const int *st = sb.buf;
+    unsigned char *out = ob.buf;
+    memset(out, 0, (size_t)h * w);
+    /* The largest; of equals, the topmost, then leftmost (np.lexsort's order). */
+    int main = 1;
+    for (int i = 2; i < n; i++) {
+        const int *a = st + 5 * i, *b = st + 5 * main;
+        if (a[4] > b[4] || (a[4] == b[4] && (a[1] < b[1] || (a[1] == b[1] && a[0] < b[0]))))
+            main = i;
+    }
+    double least = 0.0005 * h * w;
+    if (st[5 * main + 4] < (least > 3 ? least : 3)) { result = Py_False; goto done; }
+    chosen = calloc((size_t)n * 3, 1);
+    if (!chosen) { PyErr_NoMemory(); goto done; }
+    if (n == 2) {
+        chosen[1] = 1;
+    } else {
+        unsigned char *eligible = chosen + n, *kept_piece = chosen + 2 * n;
+        int x = st[5 * main] + x0, y = st[5 * main + 1] + y0, bw = st[5 * main + 2];
+        int bh = st[5 * main + 3], biggest = st[5 * main + 4];
+        int mx = bw / 2 + 1 > bh / 4 ? bw / 2 + 1 : bh / 4, my = bh / 3 + 1;
+        if (mx < 2) mx = 2;
+        if (my < 2) my = 2;
+        double speck = 0.04 * biggest < 2 ? 2 : 0.04 * biggest;
+        for (int i = 1; i < n; i++) {
+            const int *c = st + 5 * i;
+            int cx = c[0] + x0, cy = c[1] + y0, area = c[4];
+            int at_edge = cx == 0 || cy == 0 || cx + c[2] == w || cy + c[3] == h;
+            eligible[i] = i == main || (area >= speck && !(at_edge && area < 0.25 * biggest));
+            kept_piece[i] = eligible[i] && (i == main || (cx < x + bw + mx && cx + c[2] > x - mx
+                                                         && cy < y + bh + my && cy + c[3] > y - my));
+        }
+        /* Pieces within `gap` of a kept piece's box are kept too, chain by chain. */
+        int side = h > w ? h : w, gap = (int)nearbyint(0.12 * side);
+        if (gap < 2) gap = 2;
+        for (int more = 1; more;) {
+            more = 0;
+            for (int i = 1; i < n; i++) {
+                if (!kept_piece[i]) continue;
+                const int *a = st + 5 * i;
+                for (int j = 1; j < n; j++) {
+                    if (!eligible[j] || kept_piece[j]) continue;
+                    const int *b = st + 5 * j;
+                    int gx = (a[0] > b[0] ? a[0] : b[0]) - (a[0] + a[2] < b[0] + b[2] ? a[0] + a[2] : b[0] + b[2]);
+                    int gy = (a[1] > b[1] ? a[1] : b[1]) - (a[1] + a[3] < b[1] + b[3] ? a[1] + a[3] : b[1] + b[3]);
+                    if (gx <= gap && gy <= gap) kept_piece[j] = more = 1;
+                }
+            }
+        }
+        for (int i = 1; i < n; i++) chosen[i] = kept_piece[i];
+    }
+    for (int r = 0; r < ih; r++) {
+        const unsigned short *l = labels + (size_t)r * iw;
+        unsigned char *o = out + (size_t)(y0 + r) * w + x0;
+        for (int c = 0; c < iw; c++) o[c] = l[c] < n ? chosen[l[c]] : 0;
+    }
+    result = Py_True;
+done:
+    free(chosen);
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&ob);
+    Py_XINCREF(result);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"runs", runs, METH_VARARGS,
      "runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: "
      "imaging._runs, writing its pixels into out."},
+    {"keep", keep, METH_VARARGS,
+     "keep(labels, stats, out, height, width, x0, y0, ih, iw) -> bool: imaging._keep_numpy, "
+     "into out."},
     {"stretch", stretch, METH_VARARGS,
      "stretch(ink, out, height, width) -> bool: imaging._stretch, writing into out."},
     {NULL, NULL, 0, NULL},

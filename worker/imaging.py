@@ -645,13 +645,25 @@ def keep_digit(mask: np.ndarray, rules: np.ndarray | None = None) -> np.ndarray 
         ticks = _comb_ticks(labels, stats, by_rules, max(h, w))
         if ticks.any():  # never the digit, nor a part of it
             stats[ticks, cv2.CC_STAT_AREA] = 0
+    if _compiled is None:
+        return _keep_numpy(labels, stats, h, w, x0, y0)
+    kept = np.empty_like(mask)  # the same choice in one call (tests/test_imaging.py)
+    return kept if _compiled.keep(labels, stats, kept, h, w, x0, y0, ih, iw) else None
+
+
+def _keep_numpy(labels: np.ndarray, stats: np.ndarray, h: int, w: int, x0: int,
+                y0: int) -> np.ndarray | None:
+    """``keep_digit``'s choice among the components (``labels`` and ``stats`` of the inked box
+    at ``x0``, ``y0`` of an ``h`` x ``w`` cell) in numpy: the reference the compiled one is
+    held to, and what runs where it was not built."""
+    n, (ih, iw) = len(stats), labels.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
     # The largest; of equals, the topmost, then leftmost (not whichever the labelling met
     # first, which depends on where the crop starts).
     main = 1 if n == 2 else int(np.lexsort((stats[1:, 0], stats[1:, 1], -areas))[0]) + 1
     if areas[main - 1] < max(3, 0.0005 * h * w):
         return None
-    kept = np.zeros_like(mask)
+    kept = np.zeros((h, w), np.uint8)
     if n == 2:  # one component, as in 98 % of plain-paper cells: the ink itself
         kept[y0 : y0 + ih, x0 : x0 + iw] = labels
         return kept
