@@ -839,3 +839,41 @@ def test_the_compiled_choice_of_components_is_the_references(mnist, monkeypatch)
         counts["one" if pieces == 1 else "several"] += 1
         counts["dropped"] += int(np.count_nonzero(ref) < np.count_nonzero(mask))
     assert min(counts.values()) >= 10, counts
+
+
+def test_the_compiled_ink_level_is_the_references(mnist, monkeypatch):
+    """worker/_cleanup.c's level against ``_level_numpy``: the cells of four populations
+    whose rules were found (all 50,000 of the population sets checked the same way), and
+    random ink and rules, rules at the edges and everywhere (nothing left: level 0)."""
+    from digitscan.export.populations import population
+    from digitscan.worker import imaging
+
+    calls = []
+    original = imaging._level
+
+    def record(a, rules):
+        calls.append((a.copy(), rules.copy()))
+        return original(a, rules)
+
+    monkeypatch.setattr(imaging, "_level", record)
+    for name in ("form", "boxed", "printed", "negative"):
+        for data in population(name, mnist, 60, seed=15)[0]:
+            try:
+                normalize(decode_array(data))
+            except ImageError:
+                pass
+    monkeypatch.undo()
+    rng = np.random.default_rng(7)
+    for _ in range(400):
+        shape = tuple(int(v) for v in rng.integers(1, 60, 2))
+        top = int(rng.integers(1, 257))  # the darkest ink, any level
+        a = (rng.integers(0, top, shape) * (rng.random(shape) < 0.5)).astype(np.uint8)
+        calls.append((a, ((rng.random(shape) < rng.uniform(0, 0.9)) * 255).astype(np.uint8)))
+    for n in range(1, 3000, 7):  # two levels, split where the 98th percentile falls
+        for dark in (int(0.98 * n), int(0.98 * n) + 1):
+            a = np.full((1, n), 20, np.uint8)
+            a[0, : min(dark, n)] = 10
+            calls.append((a, np.zeros_like(a)))
+    levels = [imaging._level_numpy(a, rules) for a, rules in calls]
+    assert [imaging._level(a, rules) for a, rules in calls] == levels
+    assert len(calls) > 450 and levels.count(0) >= 50 and len(set(levels)) > 100

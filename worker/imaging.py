@@ -558,9 +558,18 @@ def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
     return stats[1:, cv2.CC_STAT_AREA].max() >= 0.6 * total
 
 
-def _level(a: np.ndarray, exclude: np.ndarray) -> int:
-    """How dark the ink is outside ``exclude`` (the rules): the 98th percentile of its
-    inked pixels, from a histogram (no sort)."""
+def _level(a: np.ndarray, rules: np.ndarray) -> int:
+    """How dark the ink is away from the printed ``rules`` and their grey, anti-aliased
+    edges (a pixel around them): the 98th percentile of its inked pixels, from a histogram
+    (no sort). Compiled where it was built, else ``_level_numpy`` (the same level)."""
+    if _compiled is None:
+        return _level_numpy(a, rules)
+    return _compiled.level(np.ascontiguousarray(a), np.ascontiguousarray(rules), *a.shape)
+
+
+def _level_numpy(a: np.ndarray, rules: np.ndarray) -> int:
+    """``_level`` in numpy and OpenCV: the reference the compiled one is held to."""
+    exclude = cv2.dilate(rules, _SQUARE3)
     hist = cv2.calcHist([a], [0], cv2.bitwise_not(exclude), [256], [0, 256]).ravel()
     hist[0] = 0
     cum = hist.cumsum()
@@ -578,9 +587,7 @@ def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rules = rules_of(mask)
     if not cv2.countNonZero(rules):
         return mask, rules
-    # The rules' grey, anti-aliased edges belong to them too.
-    wide = cv2.dilate(rules, _SQUARE3)
-    level = _level(a, wide)
+    level = _level(a, rules)
     if 0 < level < 0.8 * 255:
         mask = _above(a, 0.35 * level)
         rules = rules_of(mask)  # found again: at this threshold they are a little wider
