@@ -228,6 +228,26 @@ done:
     return result;
 }
 
+/* Counts of each level of p[0..n) added to four histograms, one for every fourth pixel:
+   a run of one level (the paper) no longer makes each count wait on the one before. */
+static void count_levels(const unsigned char *p, size_t n, unsigned int part[4][256])
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        part[0][p[i]]++;
+        part[1][p[i + 1]]++;
+        part[2][p[i + 2]]++;
+        part[3][p[i + 3]]++;
+    }
+    for (; i < n; i++) part[0][p[i]]++;
+}
+
+static void sum_levels(unsigned int part[4][256], long long hist[256])
+{
+    for (int v = 0; v < 256; v++)
+        hist[v] = (long long)part[0][v] + part[1][v] + part[2][v] + part[3][v];
+}
+
 /* stretch(ink, out, height, width) -> bool: imaging._stretch_numpy, the paper to 0 and the
    darkest stroke to 255, written into `out`; False where there is no contrast. Its levels
    are numpy's float32 arithmetic, rounded half to even as numpy rounds. */
@@ -245,18 +265,9 @@ static PyObject *stretch(PyObject *self, PyObject *args)
     unsigned char *out = ob.buf;
     size_t n = (size_t)h * w;
     long long hist[256], cum[256];
-    /* Four histograms, summed: runs of one level (paper) no longer wait on each other. */
     unsigned int part[4][256] = {{0}};
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        part[0][ink[i]]++;
-        part[1][ink[i + 1]]++;
-        part[2][ink[i + 2]]++;
-        part[3][ink[i + 3]]++;
-    }
-    for (; i < n; i++) part[0][ink[i]]++;
-    for (int v = 0; v < 256; v++)
-        hist[v] = (long long)part[0][v] + part[1][v] + part[2][v] + part[3][v];
+    count_levels(ink, n, part);
+    sum_levels(part, hist);
     int peak = 0;
     for (int v = 255; v >= 0; v--)
         if (hist[v]) { peak = v; break; }
@@ -314,7 +325,7 @@ static PyObject *keep(PyObject *self, PyObject *args)
     unsigned char *chosen = NULL;
     int n = (int)(sb.len / (5 * sizeof(int)));
     if (h <= 0 || w <= 0 || ih <= 0 || iw <= 0 || x0 < 0 || y0 < 0 || x0 + iw > w || y0 + ih > h
-        || lb.len != (Py_ssize_t)ih * iw * 2 || sb.len != (Py_ssize_t)n * 5 * sizeof(int)
+        || lb.len != (Py_ssize_t)ih * iw * 2 || sb.len != (Py_ssize_t)(n * 5 * sizeof(int))
         || n < 2 || ob.len != (Py_ssize_t)h * w) {
         PyErr_SetString(PyExc_ValueError, "keep: labels, stats or out do not fit the cell");
         goto done;
@@ -413,7 +424,7 @@ static PyObject *level(PyObject *self, PyObject *args)
         if (w > 1) d[w - 1] = r[w - 2] | r[w - 1];
     }
     /* Pixels near a rule are counted as level 0, which is not counted (hist[0] = 0): no
-       branch; four histograms, as in stretch. */
+       branch. */
     unsigned int part[4][256] = {{0}};
     for (int y = 0; y < h; y++) {
         const unsigned char *up = near + (size_t)(y > 0 ? y - 1 : y) * w;
@@ -421,18 +432,10 @@ static PyObject *level(PyObject *self, PyObject *args)
         const unsigned char *down = near + (size_t)(y + 1 < h ? y + 1 : y) * w;
         const unsigned char *p = a + (size_t)y * w;
         for (int x = 0; x < w; x++) row[x] = (up[x] | mid[x] | down[x]) ? 0 : p[x];
-        int x = 0;
-        for (; x + 4 <= w; x += 4) {
-            part[0][row[x]]++;
-            part[1][row[x + 1]]++;
-            part[2][row[x + 2]]++;
-            part[3][row[x + 3]]++;
-        }
-        for (; x < w; x++) part[0][row[x]]++;
+        count_levels(row, w, part);
     }
     long long hist[256];
-    for (int v = 0; v < 256; v++)
-        hist[v] = (long long)part[0][v] + part[1][v] + part[2][v] + part[3][v];
+    sum_levels(part, hist);
     hist[0] = 0;
     long long total = 0;
     for (int v = 0; v < 256; v++) total += hist[v];
