@@ -877,3 +877,24 @@ def test_the_compiled_ink_level_is_the_references(mnist, monkeypatch):
     levels = [imaging._level_numpy(a, rules) for a, rules in calls]
     assert [imaging._level(a, rules) for a, rules in calls] == levels
     assert len(calls) > 450 and levels.count(0) >= 50 and len(set(levels)) > 100
+
+
+def test_the_compiled_ink_of_a_colour_cell_is_the_references(mnist, monkeypatch):
+    """worker/_cleanup.c's ink against ink_of's OpenCV path: colour cells of four populations
+    (all 50,000 of the population sets checked the same way) and random colours, every one
+    of which the mean of brightness and brightest channel rounds from x.5 for about half."""
+    from digitscan.export.populations import population
+    from digitscan.worker import imaging
+
+    images = []
+    for name in ("form", "boxed", "printed", "negative"):
+        images += [decode_array(c) for c in population(name, mnist, 60, seed=16)[0]]
+    rng = np.random.default_rng(8)
+    images += [rng.integers(0, 256, (int(rng.integers(1, 50)), int(rng.integers(1, 50)), 3),
+                            dtype=np.uint8) for _ in range(300)]
+    images += [rng.integers(200, 256, (30, 40, 3), dtype=np.uint8) for _ in range(50)]  # paper
+    colour = [a for a in images if a.ndim == 3]
+    compiled = [imaging.ink_of(a) for a in colour]
+    monkeypatch.setattr(imaging, "_compiled", None)
+    assert all(np.array_equal(imaging.ink_of(a), c) for a, c in zip(colour, compiled))
+    assert len(colour) > 400
