@@ -674,27 +674,27 @@ def _random_masks(n: int, seed: int):
         yield mask
 
 
-def _cell_masks(mnist):
-    """The masks the rule search was given while cleaning real population cells."""
+def _calls_while_cleaning(mnist, function: str, seed: int) -> list[tuple]:
+    """The arguments ``imaging.<function>`` was given while real cells of four populations
+    (plain paper, boxed, printed, no digit; 60 each) were cleaned."""
     from digitscan.export.populations import population
     from digitscan.worker import imaging
 
-    seen = []
+    calls, original = [], getattr(imaging, function)
 
-    def record(mask, horizontal, fraction, spanning=False):
-        seen.append(mask.copy())
-        return imaging._runs_numpy(mask, horizontal, fraction, spanning)
+    def record(*args, **kwargs):
+        calls.append(tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args))
+        return original(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(imaging, "_runs", record)
+        mp.setattr(imaging, function, record)
         for name in ("form", "boxed", "printed", "negative"):
-            cells, _ = population(name, mnist, 60, seed=11)
-            for data in cells:
+            for data in population(name, mnist, 60, seed=seed)[0]:
                 try:
                     normalize(decode_array(data))
                 except ImageError:
                     pass
-    return seen
+    return calls
 
 
 def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch):
@@ -705,7 +705,8 @@ def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch
     trimmed to their own band, and runs the spanning test turns down."""
     from digitscan.worker import imaging
 
-    masks = _cell_masks(mnist) + list(_random_masks(600, seed=3))
+    masks = [c[0] for c in _calls_while_cleaning(mnist, "_runs", seed=11)]
+    masks += list(_random_masks(600, seed=3))
     untrimmed = []
     monkeypatch.setattr(imaging, "_own_band", lambda runs, top=0: runs)
     for mask in masks:
@@ -792,24 +793,9 @@ def test_the_compiled_choice_of_components_is_the_references(mnist, monkeypatch)
     together, some dropped, and nothing left."""
     import cv2
 
-    from digitscan.export.populations import population
     from digitscan.worker import imaging
 
-    calls = []
-    original = imaging.keep_digit
-
-    def record(mask, rules=None):
-        calls.append((mask.copy(), None if rules is None else rules.copy()))
-        return original(mask, rules)
-
-    monkeypatch.setattr(imaging, "keep_digit", record)
-    for name in ("form", "boxed", "printed", "negative"):
-        for data in population(name, mnist, 60, seed=14)[0]:
-            try:
-                normalize(decode_array(data))
-            except ImageError:
-                pass
-    monkeypatch.undo()
+    calls = [(mask, rules) for mask, rules in _calls_while_cleaning(mnist, "keep_digit", seed=14)]
     rng = np.random.default_rng(6)
     for _ in range(400):
         shape = tuple(int(v) for v in rng.integers(3, 90, 2))
@@ -841,28 +827,13 @@ def test_the_compiled_choice_of_components_is_the_references(mnist, monkeypatch)
     assert min(counts.values()) >= 10, counts
 
 
-def test_the_compiled_ink_level_is_the_references(mnist, monkeypatch):
+def test_the_compiled_ink_level_is_the_references(mnist):
     """worker/_cleanup.c's level against ``_level_numpy``: the cells of four populations
     whose rules were found (all 50,000 of the population sets checked the same way), and
     random ink and rules, rules at the edges and everywhere (nothing left: level 0)."""
-    from digitscan.export.populations import population
     from digitscan.worker import imaging
 
-    calls = []
-    original = imaging._level
-
-    def record(a, rules):
-        calls.append((a.copy(), rules.copy()))
-        return original(a, rules)
-
-    monkeypatch.setattr(imaging, "_level", record)
-    for name in ("form", "boxed", "printed", "negative"):
-        for data in population(name, mnist, 60, seed=15)[0]:
-            try:
-                normalize(decode_array(data))
-            except ImageError:
-                pass
-    monkeypatch.undo()
+    calls = _calls_while_cleaning(mnist, "_level", seed=15)
     rng = np.random.default_rng(7)
     for _ in range(400):
         shape = tuple(int(v) for v in rng.integers(1, 60, 2))
@@ -898,3 +869,28 @@ def test_the_compiled_ink_of_a_colour_cell_is_the_references(mnist, monkeypatch)
     monkeypatch.setattr(imaging, "_compiled", None)
     assert all(np.array_equal(imaging.ink_of(a), c) for a, c in zip(colour, compiled))
     assert len(colour) > 400
+
+
+def test_the_compiled_rule_removal_is_the_references(mnist):
+    """worker/_cleanup.c's unrule (the closing that bridges strokes across the removed
+    rules, as OpenCV's dilation then erosion with their default borders) against
+    ``_remove_rules_numpy``: the ruled cells of four populations (all 50,000 of the
+    population sets checked the same way) and random masks and rules of every shape, with
+    pixels bridged back in many of them."""
+    import cv2
+
+    from digitscan.worker import imaging
+
+    calls = _calls_while_cleaning(mnist, "remove_rules", seed=17)
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 140, 2))
+        mask = ((rng.random(shape) < rng.uniform(0, 0.6)) * 255).astype(np.uint8)
+        calls.append((mask, ((rng.random(shape) < rng.uniform(0.01, 0.5)) * 255).astype(np.uint8)))
+    calls = [(m, r) for m, r in calls if cv2.countNonZero(r)]
+    bridged = 0
+    for mask, rules in calls:
+        ref = imaging._remove_rules_numpy(mask, rules)
+        assert np.array_equal(imaging.remove_rules(mask, rules), ref), mask.shape
+        bridged += cv2.countNonZero(cv2.bitwise_and(ref, rules)) > 0
+    assert len(calls) > 350 and bridged > 100, (len(calls), bridged)

@@ -19,6 +19,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Scratch memory, kept between calls: the functions here run with the GIL held and never
+   call back into Python, so one buffer serves them all. A fresh malloc of ~100 KB a call
+   went back to the system on free and came back page by page (faults) on the next. */
+static unsigned char *scratch_buf = NULL;
+static size_t scratch_size = 0;
+
+static void *scratch_get(size_t size)
+{
+    if (size > scratch_size) {
+        void *grown = realloc(scratch_buf, size);
+        if (!grown) return NULL;
+        scratch_buf = grown;
+        scratch_size = size;
+    }
+    return scratch_buf;
+}
+
 /* dst[x] = 255 where src has ink in every pixel of [x - a, x - a + len - 1] within the row
    (erode), or in any (dilate), a = len / 2. last[] is scratch of n ints. */
 static void erode_row(const unsigned char *src, unsigned char *dst, int n, int len, int *last)
@@ -149,7 +166,7 @@ static PyObject *runs(PyObject *self, PyObject *args)
     int need = (length + 1) / 2;
 
     size_t part = (size_t)reach * W;
-    scratch = malloc(4 * part + 2 * (size_t)W + (3 * (size_t)W + 1) * sizeof(int)
+    scratch = scratch_get(4 * part + 2 * (size_t)W + (3 * (size_t)W + 1) * sizeof(int)
                      + 2 * (size_t)W * sizeof(double) + 64);
     if (!scratch) { PyErr_NoMemory(); goto done; }
     double *xp = (double *)scratch, *fp = xp + W;
@@ -222,7 +239,6 @@ static PyObject *runs(PyObject *self, PyObject *args)
     }
     result = any_ink ? Py_True : Py_False;
 done:
-    free(scratch);
     PyBuffer_Release(&mb);
     PyBuffer_Release(&ob);
     Py_XINCREF(result);
@@ -270,6 +286,121 @@ static PyObject *ink(PyObject *self, PyObject *args)
 done:
     PyBuffer_Release(&cb);
     PyBuffer_Release(&gb);
+    PyBuffer_Release(&ob);
+    Py_XINCREF(result);
+    return result;
+}
+
+/* Windows of 1, 2, 4, ... cells of `cell` bytes over the len bytes of buf, OR (dilation)
+   or AND (erosion), doubling while the window fits in t; every step one loop over bytes
+   that the compiler vectorises. Returns the buffer that holds them (buf or tmp) and their
+   width in *span: a window of t cells at i is then cell i's op cell i + t - span. */
+static unsigned char *double_windows(unsigned char *buf, unsigned char *tmp, size_t len,
+                                     size_t cell, int t, int is_and, size_t *span)
+{
+    for (*span = 1; *span * 2 <= (size_t)t; *span *= 2) {
+        size_t off = *span * cell, m = len - off;
+        if (is_and)
+            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] & buf[i + off];
+        else
+            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] | buf[i + off];
+        unsigned char *swap = buf;
+        buf = tmp;
+        tmp = swap;
+        len = m;
+    }
+    return buf;
+}
+
+/* Over the h rows of w bytes of src, row y of dst = the OR (dilation) or AND (erosion) of
+   the t rows centred on it (t odd), rows past the ends counting as 0 for OR and 255 for
+   AND: OpenCV's rectangle kernels with their default border. buf and tmp: scratch of
+   (h + t) * w bytes each. */
+static void across_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
+                        int is_and, unsigned char *buf, unsigned char *tmp)
+{
+    size_t a = t / 2, row = w;
+    unsigned char pad = is_and ? 255 : 0;
+    memset(buf, pad, a * row);
+    memcpy(buf + a * row, src, (size_t)h * row);
+    memset(buf + (a + h) * row, pad, a * row);
+    size_t span;
+    buf = double_windows(buf, tmp, (h + 2 * a) * row, row, t, is_and, &span);
+    size_t m = (size_t)h * row, off = (t - span) * row;
+    if (is_and)
+        for (size_t i = 0; i < m; i++) dst[i] = buf[i] & buf[i + off];
+    else
+        for (size_t i = 0; i < m; i++) dst[i] = buf[i] | buf[i + off];
+}
+
+/* The same along every row at once: the rows padded side by side make one line, whose
+   windows never reach past their own row's padding. buf and tmp: h * (w + t) bytes each. */
+static void along_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
+                       int is_and, unsigned char *buf, unsigned char *tmp)
+{
+    size_t a = t / 2, pw = (size_t)w + 2 * a;
+    unsigned char pad = is_and ? 255 : 0;
+    for (int y = 0; y < h; y++) {
+        unsigned char *r = buf + (size_t)y * pw;
+        memset(r, pad, a);
+        memcpy(r + a, src + (size_t)y * w, w);
+        memset(r + a + w, pad, a);
+    }
+    size_t span;
+    buf = double_windows(buf, tmp, (size_t)h * pw, 1, t, is_and, &span);
+    size_t off = t - span;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *r = buf + (size_t)y * pw;
+        unsigned char *d = dst + (size_t)y * w;
+        if (is_and)
+            for (int x = 0; x < w; x++) d[x] = r[x] & r[x + off];
+        else
+            for (int x = 0; x < w; x++) d[x] = r[x] | r[x + off];
+    }
+}
+
+/* A t x t closing (dilation, then erosion) of the h x w image `img`, into `out`. */
+static void close_square(const unsigned char *img, unsigned char *out, int h, int w, int t,
+                         unsigned char *a, unsigned char *buf, unsigned char *tmp)
+{
+    along_rows(img, a, h, w, t, 0, buf, tmp);
+    across_rows(a, out, h, w, t, 0, buf, tmp);
+    along_rows(out, a, h, w, t, 1, buf, tmp);
+    across_rows(a, out, h, w, t, 1, buf, tmp);
+}
+
+/* unrule(mask, rules, out, height, width): imaging.remove_rules_numpy for a cell with rules,
+   into out: the mask without its rules, but with the rules' pixels that a closing of what is
+   left bridges (strokes crossing a rule). */
+static PyObject *unrule(PyObject *self, PyObject *args)
+{
+    Py_buffer mb, rb, ob;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*y*w*ii", &mb, &rb, &ob, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    unsigned char *scratch = NULL;
+    size_t n = (size_t)h * w;
+    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)n || rb.len != mb.len || ob.len != mb.len) {
+        PyErr_SetString(PyExc_ValueError, "unrule: mask, rules and out must be height x width bytes");
+        goto done;
+    }
+    const unsigned char *mask = mb.buf, *rules = rb.buf;
+    unsigned char *out = ob.buf;
+    int side = h < w ? h : w, t = side / 16 * 2 + 1;
+    if (t < 3) t = 3;
+    /* A window's scratch holds the padded rows, h x (w + t), or columns, (h + t) x w. */
+    size_t big = (size_t)(h + t) * (w + t);
+    scratch = scratch_get(3 * n + 2 * big);
+    if (!scratch) { PyErr_NoMemory(); goto done; }
+    unsigned char *rest = scratch, *closed = rest + n, *mid = closed + n, *buf = mid + n;
+    unsigned char *tmp = buf + big;
+    for (size_t i = 0; i < n; i++) rest[i] = mask[i] & (unsigned char)~rules[i];
+    close_square(rest, closed, h, w, t, mid, buf, tmp);
+    for (size_t i = 0; i < n; i++) out[i] = rest[i] | (closed[i] & rules[i]);
+    result = Py_None;
+done:
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&rb);
     PyBuffer_Release(&ob);
     Py_XINCREF(result);
     return result;
@@ -390,8 +521,9 @@ static PyObject *keep(PyObject *self, PyObject *args)
     }
     double least = 0.0005 * h * w;
     if (st[5 * main + 4] < (least > 3 ? least : 3)) { result = Py_False; goto done; }
-    chosen = calloc((size_t)n * 3, 1);
+    chosen = scratch_get((size_t)n * 3);
     if (!chosen) { PyErr_NoMemory(); goto done; }
+    memset(chosen, 0, (size_t)n * 3);
     if (n == 2) {
         chosen[1] = 1;
     } else {
@@ -436,7 +568,6 @@ static PyObject *keep(PyObject *self, PyObject *args)
     }
     result = Py_True;
 done:
-    free(chosen);
     PyBuffer_Release(&lb);
     PyBuffer_Release(&sb);
     PyBuffer_Release(&ob);
@@ -459,7 +590,7 @@ static PyObject *level(PyObject *self, PyObject *args)
         goto done;
     }
     const unsigned char *a = ab.buf, *rules = rb.buf;
-    near = malloc((size_t)h * w + w);
+    near = scratch_get((size_t)h * w + w);
     if (!near) { PyErr_NoMemory(); goto done; }
     unsigned char *row = near + (size_t)h * w;
     /* The rules widened by a pixel along the rows, then across them (past the edge: none). */
@@ -498,7 +629,6 @@ static PyObject *level(PyObject *self, PyObject *args)
     }
     result = PyLong_FromLong(found);
 done:
-    free(near);
     PyBuffer_Release(&ab);
     PyBuffer_Release(&rb);
     return result;
@@ -510,6 +640,8 @@ static PyMethodDef methods[] = {
      "imaging._runs, writing its pixels into out."},
     {"ink", ink, METH_VARARGS,
      "ink(rgb, gray, out, height, width): imaging.ink_of's colour path, into out."},
+    {"unrule", unrule, METH_VARARGS,
+     "unrule(mask, rules, out, height, width): imaging.remove_rules_numpy, into out."},
     {"keep", keep, METH_VARARGS,
      "keep(labels, stats, out, height, width, x0, y0, ih, iw) -> bool: imaging._keep_numpy, "
      "into out."},

@@ -599,9 +599,20 @@ def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def remove_rules(mask: np.ndarray, rules: np.ndarray) -> np.ndarray:
-    """``mask`` without the printed ``rules``, but keeping the strokes that cross them."""
+    """``mask`` without the printed ``rules``, but keeping the strokes that cross them:
+    compiled where it was built, else ``_remove_rules_numpy`` (the same pixels)."""
     if not cv2.countNonZero(rules):
         return mask
+    if _compiled is None:
+        return _remove_rules_numpy(mask, rules)
+    out = np.empty_like(mask)
+    _compiled.unrule(np.ascontiguousarray(mask), np.ascontiguousarray(rules), out, *mask.shape)
+    return out
+
+
+def _remove_rules_numpy(mask: np.ndarray, rules: np.ndarray) -> np.ndarray:
+    """``remove_rules`` in OpenCV, for a cell with rules: the reference the compiled one is
+    held to."""
     rest = cv2.bitwise_and(mask, cv2.bitwise_not(rules))
     # Where a stroke crosses a rule, ink continues on both sides of it: bridge those
     # pixels back (a closing of what is left, limited to the rule's own pixels).
