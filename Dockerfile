@@ -6,7 +6,7 @@
 FROM python:3.11-slim AS base
 WORKDIR /app
 ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY digitscan ./digitscan
 COPY trainer ./trainer
 COPY export ./export

@@ -38,7 +38,7 @@ $(BROWSER_STAMP):
 
 # worker/_cleanup.c: the editable install builds it in place (a C compiler is needed here;
 # users' installs fall back to the numpy reference without one).
-$(VENV)/.installed: pyproject.toml worker/_cleanup.c
+$(VENV)/.installed: pyproject.toml setup.py worker/_cleanup.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[all,dev]'

@@ -88,6 +88,8 @@ def test_images_install_the_wheel_with_the_compiled_rule_search():
     """The images carry no compiler: the wheel is built in a stage that has one, and the
     worker image refuses to build if the compiled search did not make it in."""
     dockerfile = (ROOT / "Dockerfile").read_text()
+    base = dockerfile.split("AS base")[1].split("FROM")[0]
+    assert "COPY pyproject.toml setup.py " in base  # setup.py declares the extension
     wheel_stage = dockerfile.split("AS wheel")[1].split("FROM")[0]
     assert "gcc" in wheel_stage and "pip wheel" in wheel_stage
     for stage in ("worker", "trainer"):

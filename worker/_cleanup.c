@@ -1,6 +1,7 @@
 /* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the printed-rule
    search (_runs), the contrast stretch (_stretch), the choice among the components
-   (keep_digit), the ink's level (_level) and the ink of a colour cell (ink_of).
+   (keep_digit), the ink's level (_level), the ink of a colour cell (ink_of), the rule
+   removal (remove_rules) and a box's corners (rules_of).
 
    The same pixels as imaging._runs_numpy and _stretch_numpy, their references, which the
    tests hold them to. Those are chains of small OpenCV and numpy calls: a rule search is a
@@ -369,6 +370,60 @@ static void close_square(const unsigned char *img, unsigned char *out, int h, in
     across_rows(a, out, h, w, t, 1, buf, tmp);
 }
 
+/* corners(h_runs, v_runs, height, width) -> bool: whether the horizontal and the upright
+   runs (imaging.rules_of), each widened by a 5 x 5 square, meet in two places or more: two
+   8-connected pieces of their overlap, as cv2.connectedComponents counts them. */
+static PyObject *corners(PyObject *self, PyObject *args)
+{
+    Py_buffer hb, vb;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &hb, &vb, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    size_t n = (size_t)h * w;
+    if (h <= 0 || w <= 0 || hb.len != (Py_ssize_t)n || vb.len != hb.len) {
+        PyErr_SetString(PyExc_ValueError, "corners: the runs must be height x width bytes");
+        goto done;
+    }
+    size_t big = (size_t)(h + 5) * (w + 5);
+    unsigned char *scratch = scratch_get(4 * n + 2 * big + n * sizeof(int));
+    if (!scratch) { PyErr_NoMemory(); goto done; }
+    int *stack = (int *)scratch;
+    unsigned char *a = scratch + n * sizeof(int), *b = a + n, *c = b + n, *meet = c + n;
+    unsigned char *buf = meet + n, *tmp = buf + big;
+    along_rows(hb.buf, a, h, w, 5, 0, buf, tmp);
+    across_rows(a, b, h, w, 5, 0, buf, tmp);
+    along_rows(vb.buf, a, h, w, 5, 0, buf, tmp);
+    across_rows(a, c, h, w, 5, 0, buf, tmp);
+    for (size_t i = 0; i < n; i++) meet[i] = b[i] && c[i];
+    int pieces = 0;
+    for (size_t start = 0; start < n && pieces < 2; start++) {
+        if (!meet[start]) continue;
+        pieces++; /* a new piece: clear it, eight neighbours at a time */
+        int top = 0;
+        stack[top++] = (int)start;
+        meet[start] = 0;
+        while (top) {
+            int i = stack[--top], y = i / w, x = i % w;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int yy = y + dy, xx = x + dx;
+                    if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                    int j = yy * w + xx;
+                    if (meet[j]) {
+                        meet[j] = 0;
+                        stack[top++] = j;
+                    }
+                }
+        }
+    }
+    result = pieces >= 2 ? Py_True : Py_False;
+done:
+    PyBuffer_Release(&hb);
+    PyBuffer_Release(&vb);
+    Py_XINCREF(result);
+    return result;
+}
+
 /* unrule(mask, rules, out, height, width): imaging.remove_rules_numpy for a cell with rules,
    into out: the mask without its rules, but with the rules' pixels that a closing of what is
    left bridges (strokes crossing a rule). */
@@ -640,6 +695,8 @@ static PyMethodDef methods[] = {
      "imaging._runs, writing its pixels into out."},
     {"ink", ink, METH_VARARGS,
      "ink(rgb, gray, out, height, width): imaging.ink_of's colour path, into out."},
+    {"corners", corners, METH_VARARGS,
+     "corners(h_runs, v_runs, height, width) -> bool: the runs widened meet twice or more."},
     {"unrule", unrule, METH_VARARGS,
      "unrule(mask, rules, out, height, width): imaging.remove_rules_numpy, into out."},
     {"keep", keep, METH_VARARGS,

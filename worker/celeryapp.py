@@ -95,7 +95,7 @@ class VerifyModel(bootsteps.StartStopStep):
 
         if not COMPILED:
             log.warning("the cell cleanup's compiled steps are not installed (digitscan was "
-                        "built without a C compiler): boxed cells clean ~2.5x slower; "
+                        "built without a C compiler): boxed cells clean ~3x slower; "
                         "reinstall it where gcc (or cc) is present")
         task = worker.app.tasks[TASK_NAME]
         task.pool_processes = worker.concurrency
