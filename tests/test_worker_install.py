@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from pathlib import Path
@@ -45,17 +46,23 @@ def test_clients_import_with_a_bad_setting_in_the_environment(tmp_path):
     assert out.stderr.strip() == "error: DIGITSCAN_MAX_PIXELS='lots' is not an integer."
 
 
-def test_wheel_installs_one_top_level_package(tmp_path):
-    """`worker`, `trainer` and `export` install as digitscan.* (other distributions own
-    those top-level names); the wheel holds the stage folders under digitscan/."""
-    src = tmp_path / "src"  # setuptools writes build/ beside the sources: not in ours
+def build_wheel(tmp_path: Path, env: dict | None = None) -> Path:
+    """A wheel of a clean copy of the sources (setuptools writes build/ beside them)."""
+    src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "data", "runs", "demo", ".git",
                                                               "*.egg-info", "build", "__pycache__", "*.so"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                           "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path)
+                         timeout=300, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("digitscan-*.whl")
+    return wheel
+
+
+def test_wheel_installs_one_top_level_package(tmp_path):
+    """`worker`, `trainer` and `export` install as digitscan.* (other distributions own
+    those top-level names); the wheel holds the stage folders under digitscan/."""
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top == {"digitscan"}
@@ -68,6 +75,25 @@ def test_wheel_installs_one_top_level_package(tmp_path):
     assert models == ["digitscan/models/__init__.py", "digitscan/models/digits.int8.json",
                       "digitscan/models/digits.int8.onnx", "digitscan/models/digits.json",
                       "digitscan/models/digits.onnx"]
+
+
+def test_without_a_c_compiler_the_wheel_builds_and_runs_the_numpy_steps(tmp_path):
+    """The compiled cleanup is optional: with no compiler (CC pointing nowhere) the wheel
+    still builds, without the module, and its imaging runs the numpy/OpenCV versions."""
+    wheel = build_wheel(tmp_path, env={**os.environ, "CC": str(tmp_path / "no-such-cc")})
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "digitscan/worker/imaging.py" in names
+    assert not [n for n in names if n.startswith("digitscan/worker/_cleanup.") and n.endswith(".so")]
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    code = "from digitscan.worker import imaging; print(imaging.COMPILED, imaging.__file__)"
+    # -S: not this checkout's editable install (a .pth finder), but the unpacked wheel and
+    # the environment's other packages.
+    path = os.pathsep.join([str(unpacked), sysconfig.get_paths()["purelib"]])
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": path})
+    compiled, where = out.stdout.split()
+    assert compiled == "False" and where.startswith(str(unpacked)), out.stderr[-2000:]
 
 
 def test_celery_finds_the_app_by_its_namespaced_name(tmp_path):
