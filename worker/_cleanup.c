@@ -37,31 +37,71 @@ static void *scratch_get(size_t size)
     return scratch_buf;
 }
 
-/* dst[x] = 255 where src has ink in every pixel of [x - a, x - a + len - 1] within the row
-   (erode), or in any (dilate), a = len / 2. last[] is scratch of n ints. */
-static void erode_row(const unsigned char *src, unsigned char *dst, int n, int len, int *last)
+/* Windows of 1, 2, 4, ... cells of `cell` bytes over the len bytes of buf, OR (dilation)
+   or AND (erosion), doubling while the window fits in t; every step one loop over bytes
+   that the compiler vectorises. Returns the buffer that holds them (buf or tmp) and their
+   width in *span: a window of t cells at i is then cell i's op cell i + t - span. */
+static unsigned char *double_windows(unsigned char *buf, unsigned char *tmp, size_t len,
+                                     size_t cell, int t, int is_and, size_t *span)
 {
-    int a = len / 2, z = -1;
-    for (int x = 0; x < n; x++) {
-        if (!src[x]) z = x;
-        last[x] = z; /* the last paper pixel at or before x */
+    for (*span = 1; *span * 2 <= (size_t)t; *span *= 2) {
+        size_t off = *span * cell, m = len - off;
+        if (is_and)
+            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] & buf[i + off];
+        else
+            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] | buf[i + off];
+        unsigned char *swap = buf;
+        buf = tmp;
+        tmp = swap;
+        len = m;
     }
-    for (int x = 0; x < n; x++) {
-        int lo = x - a < 0 ? 0 : x - a, hi = x - a + len - 1 >= n ? n - 1 : x - a + len - 1;
-        dst[x] = last[hi] < lo ? 255 : 0;
-    }
+    return buf;
 }
 
-static void dilate_row(const unsigned char *src, unsigned char *dst, int n, int len, int *last)
+/* Over the h rows of w bytes of src, row y of dst = the OR (dilation) or AND (erosion) of
+   the t rows centred on it (t odd), rows past the ends counting as 0 for OR and 255 for
+   AND: OpenCV's rectangle kernels with their default border. buf and tmp: scratch of
+   (h + t) * w bytes each. */
+static void across_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
+                        int is_and, unsigned char *buf, unsigned char *tmp)
 {
-    int a = len / 2, z = -1;
-    for (int x = 0; x < n; x++) {
-        if (src[x]) z = x;
-        last[x] = z; /* the last ink pixel at or before x */
+    size_t a = t / 2, row = w;
+    unsigned char pad = is_and ? 255 : 0;
+    memset(buf, pad, a * row);
+    memcpy(buf + a * row, src, (size_t)h * row);
+    memset(buf + (a + h) * row, pad, a * row);
+    size_t span;
+    buf = double_windows(buf, tmp, (h + 2 * a) * row, row, t, is_and, &span);
+    size_t m = (size_t)h * row, off = (t - span) * row;
+    if (is_and)
+        for (size_t i = 0; i < m; i++) dst[i] = buf[i] & buf[i + off];
+    else
+        for (size_t i = 0; i < m; i++) dst[i] = buf[i] | buf[i + off];
+}
+
+/* The same along every row at once: the rows padded side by side make one line, whose
+   windows never reach past their own row's padding. buf and tmp: h * (w + t) bytes each. */
+static void along_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
+                       int is_and, unsigned char *buf, unsigned char *tmp)
+{
+    size_t a = t / 2, pw = (size_t)w + 2 * a;
+    unsigned char pad = is_and ? 255 : 0;
+    for (int y = 0; y < h; y++) {
+        unsigned char *r = buf + (size_t)y * pw;
+        memset(r, pad, a);
+        memcpy(r + a, src + (size_t)y * w, w);
+        memset(r + a + w, pad, a);
     }
-    for (int x = 0; x < n; x++) {
-        int lo = x - a < 0 ? 0 : x - a, hi = x - a + len - 1 >= n ? n - 1 : x - a + len - 1;
-        dst[x] = last[hi] >= lo ? 255 : 0;
+    size_t span;
+    buf = double_windows(buf, tmp, (size_t)h * pw, 1, t, is_and, &span);
+    size_t off = t - span;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *r = buf + (size_t)y * pw;
+        unsigned char *d = dst + (size_t)y * w;
+        if (is_and)
+            for (int x = 0; x < w; x++) d[x] = r[x] & r[x + off];
+        else
+            for (int x = 0; x < w; x++) d[x] = r[x] | r[x + off];
     }
 }
 
@@ -167,32 +207,41 @@ static PyObject *runs(PyObject *self, PyObject *args)
     int need = (length + 1) / 2;
 
     size_t part = (size_t)reach * W;
-    scratch = scratch_get(4 * part + 2 * (size_t)W + (3 * (size_t)W + 1) * sizeof(int)
-                     + 2 * (size_t)W * sizeof(double) + 64);
+    /* Windows along a row (along_rows over one row) pad it by up to its length: 2W bytes. */
+    scratch = scratch_get(4 * part + 6 * (size_t)W + 2 * (size_t)W * sizeof(int)
+                          + 2 * (size_t)W * sizeof(double));
     if (!scratch) { PyErr_NoMemory(); goto done; }
     double *xp = (double *)scratch, *fp = xp + W;
-    int *last = (int *)(fp + W), *counts = last + W + 1, *inked = counts + W;
+    int *counts = (int *)(fp + W), *inked = counts + W;
     unsigned char *turned = (unsigned char *)(inked + W), *dil = turned + part;
     unsigned char *core = dil + part, *found = core + part, *line = found + part;
-    unsigned char *eroded = line + W;
+    unsigned char *eroded = line + W, *wb = eroded + W, *wt = wb + 2 * (size_t)W;
     int any_ink = 0;
     for (int p = 0; p < 2; p++) {
-        const unsigned char *b;
+        /* The part can hold a run only if its projection has one (imaging._runs says why):
+           for upright runs, each row's OR over the part's columns, read in place. */
+        const unsigned char *b = mask + (size_t)starts[p] * W;
         if (horizontal) {
-            b = mask + (size_t)starts[p] * W;
-        } else { /* upright runs are the rows of the part's columns, transposed */
+            memcpy(line, b, W);
+            for (int r = 1; r < reach; r++) or_into(line, b + (size_t)r * W, W);
+        } else {
+            for (int y = 0; y < h; y++) {
+                const unsigned char *m = mask + (size_t)y * w + starts[p];
+                unsigned char v = 0;
+                for (int r = 0; r < reach; r++) v |= m[r];
+                line[y] = v;
+            }
+        }
+        if (count_ink(line, W) < need) continue;
+        along_rows(line, eroded, 1, W, length, 1, wb, wt);
+        if (!count_ink(eroded, W)) continue;
+        if (!horizontal) { /* upright runs are the rows of the part's columns, transposed */
             for (int y = 0; y < h; y++) {
                 const unsigned char *m = mask + (size_t)y * w + starts[p];
                 for (int r = 0; r < reach; r++) turned[(size_t)r * W + y] = m[r];
             }
             b = turned;
         }
-        /* The part can hold a run only if its projection has one (imaging._runs says why). */
-        memcpy(line, b, W);
-        for (int r = 1; r < reach; r++) or_into(line, b + (size_t)r * W, W);
-        if (count_ink(line, W) < need) continue;
-        erode_row(line, eroded, W, length, last);
-        if (!count_ink(eroded, W)) continue;
         /* Thicken across the line (a dilation by k rows), then erode along it. */
         int top = -1, bottom = -1;
         for (int r = 0; r < reach; r++) {
@@ -204,7 +253,7 @@ static PyObject *runs(PyObject *self, PyObject *args)
                 memset(c, 0, W);
                 continue;
             }
-            erode_row(d, c, W, length, last);
+            along_rows(d, c, 1, W, length, 1, wb, wt);
             if (count_ink(c, W)) {
                 if (top < 0) top = r;
                 bottom = r;
@@ -215,7 +264,7 @@ static PyObject *runs(PyObject *self, PyObject *args)
         for (int r = 0; r < tall; r++) {
             unsigned char *f = found + (size_t)r * W;
             const unsigned char *s = b + (size_t)(top + r) * W;
-            dilate_row(core + (size_t)(top + r) * W, f, W, length, last);
+            along_rows(core + (size_t)(top + r) * W, f, 1, W, length, 0, wb, wt);
             for (int x = 0; x < W; x++) f[x] = f[x] && s[x] ? 255 : 0;
             for (int x = 0; x < W; x++)
                 if (f[x]) {
@@ -290,74 +339,6 @@ done:
     PyBuffer_Release(&ob);
     Py_XINCREF(result);
     return result;
-}
-
-/* Windows of 1, 2, 4, ... cells of `cell` bytes over the len bytes of buf, OR (dilation)
-   or AND (erosion), doubling while the window fits in t; every step one loop over bytes
-   that the compiler vectorises. Returns the buffer that holds them (buf or tmp) and their
-   width in *span: a window of t cells at i is then cell i's op cell i + t - span. */
-static unsigned char *double_windows(unsigned char *buf, unsigned char *tmp, size_t len,
-                                     size_t cell, int t, int is_and, size_t *span)
-{
-    for (*span = 1; *span * 2 <= (size_t)t; *span *= 2) {
-        size_t off = *span * cell, m = len - off;
-        if (is_and)
-            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] & buf[i + off];
-        else
-            for (size_t i = 0; i < m; i++) tmp[i] = buf[i] | buf[i + off];
-        unsigned char *swap = buf;
-        buf = tmp;
-        tmp = swap;
-        len = m;
-    }
-    return buf;
-}
-
-/* Over the h rows of w bytes of src, row y of dst = the OR (dilation) or AND (erosion) of
-   the t rows centred on it (t odd), rows past the ends counting as 0 for OR and 255 for
-   AND: OpenCV's rectangle kernels with their default border. buf and tmp: scratch of
-   (h + t) * w bytes each. */
-static void across_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
-                        int is_and, unsigned char *buf, unsigned char *tmp)
-{
-    size_t a = t / 2, row = w;
-    unsigned char pad = is_and ? 255 : 0;
-    memset(buf, pad, a * row);
-    memcpy(buf + a * row, src, (size_t)h * row);
-    memset(buf + (a + h) * row, pad, a * row);
-    size_t span;
-    buf = double_windows(buf, tmp, (h + 2 * a) * row, row, t, is_and, &span);
-    size_t m = (size_t)h * row, off = (t - span) * row;
-    if (is_and)
-        for (size_t i = 0; i < m; i++) dst[i] = buf[i] & buf[i + off];
-    else
-        for (size_t i = 0; i < m; i++) dst[i] = buf[i] | buf[i + off];
-}
-
-/* The same along every row at once: the rows padded side by side make one line, whose
-   windows never reach past their own row's padding. buf and tmp: h * (w + t) bytes each. */
-static void along_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
-                       int is_and, unsigned char *buf, unsigned char *tmp)
-{
-    size_t a = t / 2, pw = (size_t)w + 2 * a;
-    unsigned char pad = is_and ? 255 : 0;
-    for (int y = 0; y < h; y++) {
-        unsigned char *r = buf + (size_t)y * pw;
-        memset(r, pad, a);
-        memcpy(r + a, src + (size_t)y * w, w);
-        memset(r + a + w, pad, a);
-    }
-    size_t span;
-    buf = double_windows(buf, tmp, (size_t)h * pw, 1, t, is_and, &span);
-    size_t off = t - span;
-    for (int y = 0; y < h; y++) {
-        const unsigned char *r = buf + (size_t)y * pw;
-        unsigned char *d = dst + (size_t)y * w;
-        if (is_and)
-            for (int x = 0; x < w; x++) d[x] = r[x] & r[x + off];
-        else
-            for (int x = 0; x < w; x++) d[x] = r[x] | r[x + off];
-    }
 }
 
 /* A t x t closing (dilation, then erosion) of the h x w image `img`, into `out`. */
