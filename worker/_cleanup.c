@@ -3,13 +3,16 @@
    (keep_digit), the ink's level (_level), the ink of a colour cell (ink_of), the rule
    removal (remove_rules) and a box's corners (rules_of).
 
-   The same pixels as imaging._runs_numpy and _stretch_numpy, their references, which the
-   tests hold them to. Those are chains of small OpenCV and numpy calls: a rule search is a
-   dozen OpenCV and fifteen numpy calls on a few rows each, ~100-150 us a call on a boxed
-   cell (2 cores, Ice Lake), where the work itself is a few thousand byte operations.
-   Optional: where it is not built (no C compiler at install) the references run.
+   Each gives the same results as the numpy/OpenCV version beside it in imaging
+   (_runs_numpy, _stretch_numpy, _keep_numpy, _level_numpy, _remove_rules_numpy,
+   _meet_twice_numpy, ink_of's OpenCV path), which tests/test_imaging.py holds it to. Those
+   are chains of small OpenCV and numpy calls: a rule search is a dozen OpenCV and fifteen
+   numpy calls on a few rows each, ~100-150 us a call on a boxed cell (2 cores, Ice Lake),
+   where the work itself is a few thousand byte operations. Optional (setup.py): where it is
+   not built (no C compiler at install) those versions run.
 
-   Masks are 0/255 (any nonzero byte is ink); OpenCV's morphology is reproduced as it runs
+   Masks are 0 and 255, as imaging makes them (the windows AND and OR their bytes, as the
+   references' own arithmetic assumes them too); OpenCV's morphology is reproduced as it runs
    there: a rectangle kernel anchored at its centre (length // 2), pixels past the edge
    ignored (erosion sees ink there, dilation none). Build with -ffp-contract=off: the rule's
    centre line is numpy's interpolation, slope * (x - x0) + y0 in two roundings. */
@@ -79,8 +82,10 @@ static void across_rows(const unsigned char *src, unsigned char *dst, int h, int
         for (size_t i = 0; i < m; i++) dst[i] = buf[i] | buf[i + off];
 }
 
-/* The same along every row at once: the rows padded side by side make one line, whose
-   windows never reach past their own row's padding. buf and tmp: h * (w + t) bytes each. */
+/* The same along every row at once, for any t: the window of t pixels at x starts at
+   x - t / 2 (OpenCV's anchor; for an even t one pixel more lies left of x than right). The
+   rows padded side by side make one line, whose windows never reach past their own row's
+   padding. buf and tmp: h * (w + t) bytes each. */
 static void along_rows(const unsigned char *src, unsigned char *dst, int h, int w, int t,
                        int is_and, unsigned char *buf, unsigned char *tmp)
 {
@@ -107,7 +112,7 @@ static void along_rows(const unsigned char *src, unsigned char *dst, int h, int 
 
 /* imaging._own_band on the rows x cols found pixels f, whose first row is the band's row
    `top`: in a column thicker than the rule, only the rows within its thickness of its
-   centre line stay. counts, cols: scratch of cols ints; centre: of cols doubles. */
+   centre line stay. counts, inked: scratch of cols ints; xp, fp: of cols doubles. */
 static void own_band(unsigned char *f, int rows, int cols, int top, int *counts, int *inked,
                      double *xp, double *fp)
 {
