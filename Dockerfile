@@ -25,7 +25,7 @@ FROM base AS worker
 ARG WORKER_EXTRAS=worker
 COPY --from=wheel /wheels /wheels
 RUN pip install "$(ls /wheels/digitscan-*.whl)[${WORKER_EXTRAS}]" && python docker/worker-only.py \
-    && python -c "from digitscan.worker.imaging import COMPILED; assert COMPILED" \
+    && python -P -c "from digitscan.worker.imaging import COMPILED; assert COMPILED" \
     && rm -rf /wheels && useradd --uid 1000 --no-create-home digitscan
 USER digitscan
 ENV DIGITSCAN_MODEL=/models/digits.onnx

@@ -19,8 +19,11 @@ KEEP_IN_TRAINER = ("__init__.py", "config.py")
 
 
 def package_dir(python: str) -> Path:
-    out = subprocess.run([python, "-c", "import digitscan, os; print(os.path.dirname(digitscan.__file__))"],
-                         capture_output=True, text=True, check=True)
+    # -P: the image runs this in /app, beside the copied sources, whose digitscan/ folder
+    # would otherwise stand in for the installed package (python -c puts the working
+    # directory first on sys.path).
+    code = "import digitscan, os; print(os.path.dirname(digitscan.__file__))"
+    out = subprocess.run([python, "-P", "-c", code], capture_output=True, text=True, check=True)
     return Path(out.stdout.strip())
 
 

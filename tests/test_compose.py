@@ -95,4 +95,6 @@ def test_images_install_the_wheel_with_the_compiled_rule_search():
     for stage in ("worker", "trainer"):
         body = dockerfile.split(f"AS {stage}")[1].split("FROM")[0]
         assert "COPY --from=wheel /wheels /wheels" in body and "gcc" not in body
-    assert "assert COMPILED" in dockerfile.split("AS worker")[1].split("FROM")[0]
+    # -P: in /app, beside the copied sources, `python -c` would import their digitscan/.
+    assert 'python -P -c "from digitscan.worker.imaging import COMPILED; assert COMPILED"' in \
+        dockerfile.split("AS worker")[1].split("FROM")[0]

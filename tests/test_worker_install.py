@@ -96,6 +96,23 @@ def test_without_a_c_compiler_the_wheel_builds_and_runs_the_numpy_steps(tmp_path
     assert compiled == "False" and where.startswith(str(unpacked)), out.stderr[-2000:]
 
 
+def test_worker_only_strips_the_installed_package_not_a_source_folder(tmp_path, monkeypatch):
+    """The image runs docker/worker-only.py in /app, beside the copied sources: their
+    digitscan/ folder in the working directory must not stand in for the installed package
+    (it did, and the script then refused to touch "a source checkout": the build failed)."""
+    import importlib.util
+
+    import digitscan
+
+    (tmp_path / "digitscan").mkdir()
+    (tmp_path / "digitscan" / "__init__.py").write_text("")
+    spec = importlib.util.spec_from_file_location("worker_only", ROOT / "docker" / "worker-only.py")
+    worker_only = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker_only)
+    monkeypatch.chdir(tmp_path)
+    assert worker_only.package_dir(sys.executable) == Path(digitscan.__file__).parent
+
+
 def test_celery_finds_the_app_by_its_namespaced_name(tmp_path):
     """`celery -A digitscan.worker.app` from a folder that holds a stray worker.py."""
     (tmp_path / "worker.py").write_text("raise SystemExit('the wrong worker module')\n")
