@@ -212,15 +212,17 @@ static PyObject *runs(PyObject *self, PyObject *args)
     int need = (length + 1) / 2;
 
     size_t part = (size_t)reach * W;
-    /* Windows along a row (along_rows over one row) pad it by up to its length: 2W bytes. */
-    scratch = scratch_get(4 * part + 6 * (size_t)W + 2 * (size_t)W * sizeof(int)
+    /* The windows' scratch: the part padded by k rows (across_rows), more than one row
+       padded by its length (along_rows over one row). */
+    size_t window = (size_t)(reach + k) * W;
+    scratch = scratch_get(4 * part + 2 * (size_t)W + 2 * window + 2 * (size_t)W * sizeof(int)
                           + 2 * (size_t)W * sizeof(double));
     if (!scratch) { PyErr_NoMemory(); goto done; }
     double *xp = (double *)scratch, *fp = xp + W;
     int *counts = (int *)(fp + W), *inked = counts + W;
     unsigned char *turned = (unsigned char *)(inked + W), *dil = turned + part;
     unsigned char *core = dil + part, *found = core + part, *line = found + part;
-    unsigned char *eroded = line + W, *wb = eroded + W, *wt = wb + 2 * (size_t)W;
+    unsigned char *eroded = line + W, *wb = eroded + W, *wt = wb + window;
     int any_ink = 0;
     for (int p = 0; p < 2; p++) {
         /* The part can hold a run only if its projection has one (imaging._runs says why):
@@ -248,12 +250,10 @@ static PyObject *runs(PyObject *self, PyObject *args)
             b = turned;
         }
         /* Thicken across the line (a dilation by k rows), then erode along it. */
+        across_rows(b, dil, reach, W, k, 0, wb, wt);
         int top = -1, bottom = -1;
         for (int r = 0; r < reach; r++) {
-            int r0 = r - k / 2 < 0 ? 0 : r - k / 2, r1 = r + k / 2 >= reach ? reach - 1 : r + k / 2;
             unsigned char *d = dil + (size_t)r * W, *c = core + (size_t)r * W;
-            memcpy(d, b + (size_t)r0 * W, W);
-            for (int q = r0 + 1; q <= r1; q++) or_into(d, b + (size_t)q * W, W);
             if (count_ink(d, W) < need) {
                 memset(c, 0, W);
                 continue;
