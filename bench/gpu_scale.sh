@@ -5,6 +5,11 @@
 # parts). SETS_DIR holds mnist.tar.gz and cells.tar.gz (`python -m bench.gpu_sweep pack`) and
 # mnist-raw.tar.gz (data/MNIST/raw, for validate). Each step writes its figures to OUTDIR as
 # it ends, so a run cut short still says what it measured:
+#   build    the cleanup's C part (worker/_cleanup.c) for the host's Python, where it has a C
+#            compiler and Python's headers (gpu_env.sh installs nothing; without it the
+#            numpy/OpenCV versions run, and the figures say so)
+#   stages   decode, cleanup and the model per image on one core (bench.stage_bench --from
+#            on the packed cells: the host has no fonts)
 #   parity   CUDA parity of the shipped model (validate, TF32 off), the classifier per provider
 #   probe    start-up costs of the host's Python: what every scan process pays before work
 #            (as scan's processes run it: one BLAS thread)
@@ -19,7 +24,7 @@
 set -uo pipefail
 sets=${1:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
 out=${2:?usage: bench/gpu_scale.sh SETS_DIR OUTDIR}
-steps=" ${STEPS:-parity probe fixed choices sweep cells mps} "
+steps=" ${STEPS:-build stages parity probe fixed choices sweep cells mps} "
 py=${PYTHON:-python3}
 mkdir -p "$out"
 source "$(dirname "$0")/gpu_env.sh"
@@ -28,6 +33,18 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$py" -c 'import cv2, numpy, PIL, psutil, onnxruntime as o; print("cv2", cv2.__version__, "numpy",
   numpy.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
 sweep() { "$py" -m bench.gpu_sweep run "$@"; }
+if [[ $steps == *" build "* ]]; then
+  include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+  # setup.py's flags (-ffp-contract=off: the rule search rounds as numpy does) on Python's.
+  ${CC:-cc} -O3 -DNDEBUG -fwrapv -fno-strict-aliasing -fPIC -shared -ffp-contract=off \
+    -I"$include" worker/_cleanup.c -o "worker/_cleanup$suffix" 2>&1 | tail -3
+fi
+"$py" -c 'from digitscan.worker import imaging; print("compiled cleanup:", imaging.COMPILED)'
+if [[ $steps == *" stages "* ]]; then
+  mkdir -p /tmp/stages && tar xzf "$sets/cells.tar.gz" -C /tmp/stages &&
+    timeout 120 "$py" -m bench.stage_bench --from /tmp/stages/cells 2>&1 | tee "$out/stages.txt"
+fi
 if [[ $steps == *" parity "* ]]; then
   tar xzf "$sets/mnist-raw.tar.gz"
   timeout 120 "$py" -c 'from digitscan.cli import main; main()' validate models/digits.pt \

@@ -1,6 +1,8 @@
 """Where one core's time goes per image, stage by stage (µs per image, median of 5 passes):
 
     python -m bench.stage_bench [--data data] [--cells 500]
+    python -m bench.stage_bench --from DIR   # files named KIND-N.png|jpg (gpu_sweep pack's
+                                             # cells): a host with neither fonts nor MNIST
 
 decode (as the worker does it: allowlist and caps from Pillow's reading of the header, then
 the pixels by OpenCV or Pillow) and cleanup + normalisation on each population of
@@ -27,7 +29,7 @@ from digitscan.devices import int8_native
 from digitscan.errors import ImageError
 from digitscan.export.populations import population
 from digitscan.trainer.data import load_mnist
-from digitscan.worker.imaging import decode_array, normalize
+from digitscan.worker.imaging import COMPILED, decode_array, normalize
 from digitscan.worker.messages import CONTENT_TYPE, Chunk, Item, pack, unpack
 from digitscan.worker.model import CPU_BATCH
 from digitscan.worker.results import result_line
@@ -66,19 +68,31 @@ def model_us(path: str, digits: np.ndarray, batch: int) -> float:
     return per_item(chunk, [None] * 3) / len(digits)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data")
-    parser.add_argument("--cells", type=int, default=500)
-    args = parser.parse_args()
-    mnist = load_mnist(args.data, fetch=False)
-    print(f"{'population':<10} {'decode':>8} {'cleanup+normalise':>18}  (µs per image, one core)")
-    for name in ("mnist", "form", "boxed", "printed", "negative"):
-        cells, _ = population(name, mnist, args.cells, seed=11)
+def from_folder(folder: Path) -> None:
+    """Decode and cleanup per kind (the file name up to its first ``-``), then the models on
+    the cleaned cells: what the populations give, from files."""
+    kinds: dict[str, list[bytes]] = {}
+    for path in sorted(folder.iterdir()):
+        kinds.setdefault(path.name.split("-")[0], []).append(path.read_bytes())
+    print(f"{'kind':<10} {'decode':>8} {'cleanup+normalise':>18}  (µs per image, one core; "
+          f"compiled cleanup: {COMPILED})")
+    digits = []
+    for name, cells in kinds.items():
         images = [decode_array(c) for c in cells]
-        print(f"{name:<10} {per_item(decode_array, cells):>8.0f} {per_item(_normalize, images):>18.0f}",
-              flush=True)
-    digits = mnist.test_images[:BATCH]
+        print(f"{name:<10} {per_item(decode_array, cells):>8.0f} {per_item(_normalize, images):>18.0f}"
+              f"  ({len(cells)} files)", flush=True)
+        digits += [d for d in map(_cleaned, images[:BATCH]) if d is not None]
+    _models(np.stack(digits[:BATCH]))
+
+
+def _cleaned(image) -> np.ndarray | None:
+    try:
+        return normalize(image)
+    except ImageError:
+        return None
+
+
+def _models(digits: np.ndarray) -> None:
     for variant in ("digits.onnx", "digits.int8.onnx"):
         path = f"models/{variant}"
         print(f"model {variant}: {model_us(path, digits, CPU_BATCH):.0f} µs per image in batches "
@@ -88,6 +102,25 @@ def main() -> None:
     print(f"native int8 on this CPU (AVX-512 VNNI, ARM dot product): "
           f"{'unknown' if native is None else 'yes' if native else 'no'}; "
           f"scan's default model here: {Path(default_model('cpu')).name}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--cells", type=int, default=500)
+    parser.add_argument("--from", dest="folder", type=Path, default=None,
+                        help="time these files (KIND-N.png|jpg) instead of rendering populations")
+    args = parser.parse_args()
+    if args.folder:
+        return from_folder(args.folder)
+    mnist = load_mnist(args.data, fetch=False)
+    print(f"{'population':<10} {'decode':>8} {'cleanup+normalise':>18}  (µs per image, one core)")
+    for name in ("mnist", "form", "boxed", "printed", "negative"):
+        cells, _ = population(name, mnist, args.cells, seed=11)
+        images = [decode_array(c) for c in cells]
+        print(f"{name:<10} {per_item(decode_array, cells):>8.0f} {per_item(_normalize, images):>18.0f}",
+              flush=True)
+    _models(mnist.test_images[:BATCH])
     for name in ("mnist", "form"):
         files, _ = population(name, mnist, BATCH, seed=11)
         chunk = Chunk("0" * 32, 0, tuple(Item(i, f"{i}.png", data=d) for i, d in enumerate(files)))
