@@ -29,6 +29,13 @@ def role(proc: psutil.Process, root: int) -> str:
             parent = proc.parent()
             # A pool child is forked from the parent (same command line) without an exec.
             return "pool" if parent and "celery" in " ".join(parent.cmdline()) else "celery parent"
+        # scan forks its Celery parents from the client (embedded.ForkedWorker): same
+        # command line as the client, so by their place in the tree.
+        parent = proc.parent()
+        if parent is not None and parent.pid == root:
+            return "celery parent"
+        if parent is not None and parent.ppid() == root:
+            return "pool"
     except psutil.Error:
         pass
     return "other"

@@ -3,6 +3,7 @@
 `scan` queues its first chunks while the workers boot, so a worker that exits at start or
 never becomes ready must end the scan's wait by itself (``LocalWorkers.check``)."""
 
+import subprocess
 import sys
 import time
 
@@ -88,6 +89,56 @@ def test_a_large_pool_is_split_over_several_celery_parents(tmp_path, mnist, ship
     assert [f"{n} pool processes" in log for n, log in zip((2, 2, 1), logs)] == [True] * 3
     assert sum((r["digit"] == mnist.test_labels[i]) for i, r in enumerate(rows)) >= 39
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in parents)
+
+
+FORKED = """
+import atexit, os, sys, tempfile, time
+from pathlib import Path
+here = sys.argv[1]
+sys.path.insert(0, here)  # bootapp: a fork keeps this interpreter's path, not PYTHONPATH
+from digitscan.worker.embedded import LocalWorkers
+kept = tempfile.TemporaryDirectory(dir=here)  # removed by this process's exit only
+atexit.register(lambda: open(Path(here) / "exits", "a").write(f"{os.getpid()}\\n"))
+pool = LocalWorkers({}, 1, Path(here) / "w.log", app_module="bootapp", fork=True).start()
+if sys.argv[2] == "stop":
+    kind, t0 = type(pool.proc).__name__, time.monotonic()
+    pool.stop(warm=False)
+    print(kind, round(time.monotonic() - t0, 1), os.getpid())
+else:
+    print(type(pool.proc).__name__, pool.proc.wait(30), Path(kept.name).is_dir(), os.getpid())
+"""
+
+
+def test_a_forked_worker_leaves_its_parents_clean_up_alone(tmp_path):
+    """scan forks its workers (ForkedWorker): a worker that exits leaves without running the
+    scan's exit handlers or removing its temporary folders, says why in its log, and its
+    status reaches the scan."""
+    (tmp_path / "bootapp.py").write_text("print('booting from a fork', flush=True)\n"
+                                         "raise SystemExit('no model here')\n")
+    run = subprocess.run([sys.executable, "-c", FORKED, str(tmp_path), "wait"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    kind, status, kept, parent = run.stdout.split()
+    assert (kind, status, kept) == ("ForkedWorker", "1", "True")
+    log = (tmp_path / "w.log").read_text()
+    assert "booting from a fork" in log and "no model here" in log and "Traceback" not in log
+    assert (tmp_path / "exits").read_text().split() == [parent]  # the parent's exit, once
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # removed by the parent
+
+
+def test_a_forked_worker_stopped_at_once_is_gone(tmp_path):
+    """A stop right after the start kills the forked worker and its session, at once (the
+    fork returns only once the child has a session of its own, as Popen does)."""
+    import psutil
+
+    (tmp_path / "bootapp.py").write_text("import time\ntime.sleep(120)\n")
+    run = subprocess.run([sys.executable, "-c", FORKED, str(tmp_path), "stop"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    kind, seconds, parent = run.stdout.split()
+    assert kind == "ForkedWorker" and float(seconds) < 5
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
 
 
 def test_the_redis_server_is_found_without_importing_redis_py():

@@ -100,29 +100,29 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     request.addfinalizer(lambda: (proc.kill(), proc.communicate()))
-    marker = f"scan-{proc.pid}@"
-    redis_dirs: set[str] = set()
+    known: set[int] = set()
 
     def started() -> dict[int, str]:
-        """Processes this scan started: its celery worker (named after the scan's pid) and
-        pool children, and its redis-server. Redis retitles itself "redis-server HOST:PORT",
-        so it is known by its parent (this scan) or, once orphaned, by its working folder
-        (its --dir, seen while it was still this scan's child)."""
-        found = {}
+        """Processes this scan started, and theirs: its Celery parent (forked from it,
+        under the scan's own command line), that parent's pool, and its redis-server. Each is
+        found as a descendant of the scan while the scan lives, and by its pid once orphaned
+        (a SIGKILL leaves them to init)."""
+        table = {}
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit() and int(entry.name) != proc.pid:
                 try:
                     cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    cwd = os.readlink(entry / "cwd")
                     ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 except (OSError, ValueError):
                     continue
-                ours = ppid == proc.pid or cwd in redis_dirs
-                if marker in cmdline or ("redis-server" in cmdline and ours):
-                    if "redis-server" in cmdline:
-                        redis_dirs.add(cwd)
-                    found[int(entry.name)] = cmdline
-        return found
+                table[int(entry.name)] = (ppid, cmdline)
+        grew = True
+        while grew:  # descendants, whatever order /proc lists them in
+            new = {pid for pid, (ppid, _) in table.items()
+                   if pid not in known and (ppid == proc.pid or ppid in known)}
+            known.update(new)
+            grew = bool(new)
+        return {pid: cmdline for pid, (_, cmdline) in table.items() if pid in known}
 
     def results_stored() -> int:
         """Images with a result so far, read from the scan's own Redis."""
@@ -147,7 +147,11 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
     while results_stored() == 0:  # mid-job: the workers have stored their first chunks
         assert proc.poll() is None and time.monotonic() < deadline, "scan ended before ^C"
         time.sleep(0.05)
-    assert any("redis-server" in c for c in started().values())  # the test sees what it checks
+    # The test sees what it checks: the Redis, and the Celery parent with its two pool
+    # process or processes (the scan's default: a worker a core).
+    found = started()
+    assert any("redis-server" in c for c in found.values()), found
+    assert sum("redis-server" not in c for c in found.values()) >= 2, found
     signum = signal.Signals[signame]
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)

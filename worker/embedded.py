@@ -7,12 +7,14 @@ import contextlib
 import importlib.util
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -191,8 +193,11 @@ class LocalWorkers(_Workers):
     def __init__(self, env: dict[str, str], concurrency: int, logfile: Path,
                  name: str = "scan", extra_args: tuple[str, ...] = (),
                  app_module: str = APP_MODULE, prefix: tuple[str, ...] = (),
-                 ready_timeout: float = 60.0):
+                 ready_timeout: float = 60.0, fork: bool = False):
         self.env = {**os.environ, **env}
+        # Forked from this process instead of a new interpreter (``ForkedWorker``): only
+        # where nothing has to run first (a prefix) and the platform can wait on a pid.
+        self.fork = fork and not prefix and hasattr(os, "pidfd_open")
         self.app_module = app_module
         self.concurrency = concurrency
         self.logfile = logfile
@@ -204,16 +209,22 @@ class LocalWorkers(_Workers):
         self._ready = False
 
     def start(self) -> LocalWorkers:
-        cmd = [*self.prefix, sys.executable, "-m", "celery", "-A", self.app_module, "worker",
-               "--concurrency", str(self.concurrency), "--pool", "prefork",
-               "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
-               "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat",
-               *self.extra_args]
+        args = ["-A", self.app_module, "worker",
+                "--concurrency", str(self.concurrency), "--pool", "prefork",
+                "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
+                "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                *self.extra_args]
         self._log = open(self.logfile, "ab")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=workers_die_with_parent)
+        # A fork copies only the thread that calls it: one holding a lock in another thread
+        # (logging's, the import system's) would leave it held for ever in the child.
+        if self.fork and threading.active_count() == 1:
+            self.proc = ForkedWorker(args, self.env, self._log.fileno())
+        else:
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "celery", *args],
+                                         env=self.env, stdout=self._log,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=workers_die_with_parent)
         self._started, self._ready = time.monotonic(), False
         return self
 
@@ -259,6 +270,105 @@ class LocalWorkers(_Workers):
         self.proc = None
 
 
+class ForkedWorker:
+    """``celery ARGS`` in a child forked from this process, with Popen's ``pid``, ``poll``,
+    ``wait``, ``terminate`` and ``kill``: as ``LocalWorkers`` starts one (its own session,
+    SIGKILL when this process dies, output to ``log_fd``, ``env``), without a new
+    interpreter. The child starts with what this process has imported (numpy, onnxruntime,
+    Celery, redis-py: scan's client needs them too) instead of importing them again: on 2
+    cores a worker's parent took ~0.75 s of CPU to start, most of it imports, while its pool
+    waited. This process must hold no other threads when it forks (scan's has none yet;
+    ``LocalWorkers`` starts a new interpreter otherwise)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_fd: int):
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
+            stream.flush()
+        parent = os.getpid()
+        started, ready = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(started)
+            _run_forked(args, env, log_fd, parent, ready)  # never returns
+        os.close(ready)
+        # As Popen returns only once its child runs on its own: until the child has its own
+        # session, a stop (killpg) would miss it.
+        os.read(started, 1)
+        os.close(started)
+        self.returncode: int | None = None
+        self._exited = os.pidfd_open(self.pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                os.close(self._exited)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        # The pid's descriptor becomes readable when the child exits: no polling.
+        if self.returncode is None and not select.select([self._exited], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(["celery"], timeout)
+        while self.poll() is None:  # readable, so the exit status is there to collect
+            select.select([self._exited], [], [], None)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _run_forked(args: list[str], env: dict[str, str], log_fd: int, parent: int,
+                ready: int) -> None:
+    """The forked child: become what ``subprocess.Popen`` of ``python -m celery ARGS`` with
+    LocalWorkers' options would have started, run Celery, and leave without running any of
+    the parent's clean-up (its temporary folders, its exit handlers)."""
+    code = 1
+    try:
+        os.setsid()
+        workers_die_with_parent()
+        os.write(ready, b".")
+        os.close(ready)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os._exit(1)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        # The client's signal handlers (digitscan.interrupts) are not the worker's.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = sys.__unraisablehook__
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["celery", *args]
+        from celery.bin.celery import main
+
+        code = main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"): said on stderr, status 1, as the interpreter does
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - whatever it is, the log gets it
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+
+
 def _tail(path: Path, lines: int = 8) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -275,10 +385,11 @@ class WorkerGroup(_Workers):
     of CPU at start-up (scan.POOL_PER_NODE). Same interface as one ``LocalWorkers``."""
 
     def __init__(self, env: dict[str, str], processes: int, logdir: Path, per_node: int,
-                 name: str = "scan"):
+                 name: str = "scan", fork: bool = False):
         nodes = -(-processes // max(1, per_node))
         sizes = [processes // nodes + (i < processes % nodes) for i in range(nodes)]
-        self.nodes = [LocalWorkers(env, size, logdir / f"worker{i}.log", name=f"{name}{i}")
+        self.nodes = [LocalWorkers(env, size, logdir / f"worker{i}.log", name=f"{name}{i}",
+                                   fork=fork)
                       for i, size in enumerate(sizes)]
 
     def start(self) -> WorkerGroup:
