@@ -209,8 +209,7 @@ class LocalWorkers(_Workers):
         self._ready = False
 
     def start(self) -> LocalWorkers:
-        args = ["-A", self.app_module, "worker",
-                "--concurrency", str(self.concurrency), "--pool", "prefork",
+        args = ["--concurrency", str(self.concurrency), "--pool", "prefork",
                 "-Q", self.env.get("DIGITSCAN_QUEUE", "digitscan"),
                 "-n", f"{self.name}-{os.getpid()}@%h", "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -219,9 +218,10 @@ class LocalWorkers(_Workers):
         # A fork copies only the thread that calls it: one holding a lock in another thread
         # (logging's, the import system's) would leave it held for ever in the child.
         if self.fork and threading.active_count() == 1:
-            self.proc = ForkedWorker(args, self.env, self._log.fileno())
+            self.proc = ForkedWorker(self.app_module, args, self.env, self._log.fileno())
         else:
-            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "celery", *args],
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "celery", "-A",
+                                          self.app_module, "worker", *args],
                                          env=self.env, stdout=self._log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=workers_die_with_parent)
@@ -271,16 +271,18 @@ class LocalWorkers(_Workers):
 
 
 class ForkedWorker:
-    """``celery ARGS`` in a child forked from this process, with Popen's ``pid``, ``poll``,
-    ``wait``, ``terminate`` and ``kill``: as ``LocalWorkers`` starts one (its own session,
-    SIGKILL when this process dies, output to ``log_fd``, ``env``), without a new
-    interpreter. The child starts with what this process has imported (numpy, onnxruntime,
-    Celery, redis-py: scan's client needs them too) instead of importing them again: on 2
-    cores a worker's parent took ~0.75 s of CPU to start, most of it imports, while its pool
-    waited. This process must hold no other threads when it forks (scan's has none yet;
+    """``celery -A APP_MODULE worker ARGS`` in a child forked from this process, with Popen's
+    ``pid``, ``poll``, ``wait``, ``terminate`` and ``kill``: as ``LocalWorkers`` starts one
+    (its own session, SIGKILL when this process dies, output to ``log_fd``, ``env``), without
+    a new interpreter. On 2 cores a worker's parent took ~0.75 s of CPU to start, most of it
+    imports, while its pool waited: the child starts with what this process has imported
+    (numpy, onnxruntime, the settings), and runs Celery's ``worker`` command without the
+    ``celery`` umbrella around it, which imports every other subcommand (its ``shell`` and
+    ``amqp`` REPLs bring prompt_toolkit: 0.40 s of CPU where the worker's own modules take
+    0.13). This process must hold no other threads when it forks (scan's has none yet;
     ``LocalWorkers`` starts a new interpreter otherwise)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_fd: int):
+    def __init__(self, app_module: str, args: list[str], env: dict[str, str], log_fd: int):
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
             stream.flush()
         parent = os.getpid()
@@ -288,7 +290,7 @@ class ForkedWorker:
         self.pid = os.fork()
         if self.pid == 0:
             os.close(started)
-            _run_forked(args, env, log_fd, parent, ready)  # never returns
+            _run_forked(app_module, args, env, log_fd, parent, ready)  # never returns
         os.close(ready)
         # As Popen returns only once its child runs on its own: until the child has its own
         # session, a stop (killpg) would miss it.
@@ -325,11 +327,12 @@ class ForkedWorker:
         self.send_signal(signal.SIGKILL)
 
 
-def _run_forked(args: list[str], env: dict[str, str], log_fd: int, parent: int,
-                ready: int) -> None:
-    """The forked child: become what ``subprocess.Popen`` of ``python -m celery ARGS`` with
-    LocalWorkers' options would have started, run Celery, and leave without running any of
-    the parent's clean-up (its temporary folders, its exit handlers)."""
+def _run_forked(app_module: str, args: list[str], env: dict[str, str], log_fd: int,
+                parent: int, ready: int) -> None:
+    """The forked child: become what ``subprocess.Popen`` of ``python -m celery -A APP_MODULE
+    worker ARGS`` with LocalWorkers' options would have started, run Celery's worker
+    command, and leave without running any of the parent's clean-up (its temporary folders,
+    its exit handlers)."""
     code = 1
     try:
         os.setsid()
@@ -349,10 +352,15 @@ def _run_forked(args: list[str], env: dict[str, str], log_fd: int, parent: int,
         sys.unraisablehook = sys.__unraisablehook__
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = ["celery", *args]
-        from celery.bin.celery import main
+        sys.argv = ["celery", "-A", app_module, "worker", *args]
+        # What `celery -A APP_MODULE` does before its subcommand: find the app (importing
+        # the module, which reads the settings from the environment) and hand it on.
+        from celery.app.utils import find_app
+        from celery.bin.base import CLIContext
+        from celery.bin.worker import worker
 
-        code = main()
+        context = CLIContext(app=find_app(app_module), no_color=None, workdir=None)
+        code = worker.main(args, prog_name="celery worker", obj=context)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
