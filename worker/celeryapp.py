@@ -83,13 +83,16 @@ class VerifyModel(bootsteps.StartStopStep):
 
     def __init__(self, worker, **kwargs):
         super().__init__(worker, **kwargs)
-        import digitscan.worker.classify  # noqa: F401 - once, here, shared by the pool's forks
         from digitscan.modelcard import verify_model_file
-        from digitscan.worker.model import check_loadable, resolve_providers
+        from digitscan.worker.model import resolve_providers, start_load_check
 
         settings: Settings = worker.app.conf.digitscan_settings
         card = verify_model_file(settings.model)
-        check_loadable(settings.model)
+        # Loaded in a child while this start-up goes on (the imports, the collection below);
+        # its answer is awaited at the end.
+        loaded = start_load_check(settings.model)
+        import digitscan.worker.classify  # noqa: F401 - once, here, shared by the pool's forks
+
         resolve_providers(settings.provider)
         from digitscan.worker.imaging import COMPILED
 
@@ -105,6 +108,8 @@ class VerifyModel(bootsteps.StartStopStep):
         # Reading the signal here, harmlessly, loads pycparser once for all of them.
         with contextlib.suppress(OSError):
             get_pdeathsig()
+        gc.collect()  # before the freeze below (see there), while the model loads
+        loaded()
         log.info("model %s verified (sha256 %s), %d pool processes", settings.model,
                  card["sha256"][:16], worker.concurrency)
 
@@ -125,7 +130,6 @@ class VerifyModel(bootsteps.StartStopStep):
         # with 16 workers 1.96-2.09 -> 1.37-1.56 s (the parent's CPU 1.2-1.5 -> 0.7 s), with 2
         # workers 1.25-1.34 -> 1.14-1.24 s; an 8-process worker ready in 0.94-1.19 -> 0.72-0.86
         # s, its children's private memory 252-256 -> 111-112 MB.
-        gc.collect()
         gc.freeze()
 
 
