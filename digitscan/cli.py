@@ -4,6 +4,7 @@ install (no torch) can run ``scan``, ``worker``, ``submit``, ``status`` and ``re
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -550,7 +551,34 @@ def scan(inputs, out, report_path, workers, model, provider, chunk_size, broker,
          f"({summary.not_digits} not a digit), {summary.images_per_s:.0f} images/s with "
          f"{summary.workers} worker{'s' * (summary.workers != 1)}{acc}; results {where}"
          + summary.skipped.note() + (f"; report in {report_path}" if report_path else ""), out)
+    global _left_nothing
+    _left_nothing = True
+
+
+# Set by a command once everything it started is stopped and everything it wrote is closed
+# (scan: its Redis, its workers, its temporary folder, its results file).
+_left_nothing = False
+
+
+def run() -> None:
+    """The console script and ``python -m digitscan.cli``: ``main``, and after a command that
+    left nothing behind, an exit without Python's tear-down of every module it imported
+    (Celery, redis-py, onnxruntime, numpy: 0.09-0.24 s after a scan's last line on 2 cores,
+    with nothing left to run). Other commands (training's worker processes, files closed
+    by finalisers) and ``main`` called as a library (click's test runner) exit as usual."""
+    try:
+        main()
+    except SystemExit as exc:
+        if not _left_nothing or not isinstance(exc.code, (int, type(None))):
+            raise
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: Python's own exit says so, as without this
+            raise exc from None
+        os._exit(exc.code or 0)
 
 
 if __name__ == "__main__":
-    main()
+    run()
