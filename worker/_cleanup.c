@@ -1,11 +1,12 @@
 /* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the printed-rule
    search (_runs), the contrast stretch (_stretch), the choice among the components
    (keep_digit), the ink's level (_level), the ink of a colour cell (ink_of), the rule
-   removal (remove_rules) and a box's corners (rules_of).
+   removal (remove_rules), a box's corners (rules_of) and the digit's crop and paste into
+   its field (normalize's end, around OpenCV's resampling: _fit).
 
    Each gives the same results as the numpy/OpenCV version beside it in imaging
    (_runs_numpy, _stretch_numpy, _keep_numpy, _level_numpy, _remove_rules_numpy,
-   _meet_twice_numpy, ink_of's OpenCV path), which tests/test_imaging.py holds it to. Those
+   _meet_twice_numpy, ink_of's OpenCV path, _fit_numpy), which tests/test_imaging.py holds it to. Those
    are chains of small OpenCV and numpy calls: a rule search is a dozen OpenCV and fifteen
    numpy calls on a few rows each, ~100-150 us a call on a boxed cell (2 cores, Ice Lake),
    where the work itself is a few thousand byte operations. Optional (setup.py): where it is
@@ -675,6 +676,115 @@ done:
     return result;
 }
 
+/* crop(a, kept, height, width) -> (bytearray, crop_width, crop_height): imaging._fit_numpy's
+   first steps. The box around kept's nonzero pixels (cv2.boundingRect), the kept pixels
+   widened by a 3 x 3 square within it (cv2.dilate: pixels past the box's edge ignored, and
+   kept has none there anyway), and a's pixels times that (numpy's a * near). kept is 0 and
+   1, as keep writes it: the widening ORs (a square's maximum, for those), rows then
+   columns. */
+static PyObject *crop(PyObject *self, PyObject *args)
+{
+    Py_buffer ab, kb;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &ab, &kb, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || ab.len != (Py_ssize_t)h * w || kb.len != ab.len) {
+        PyErr_SetString(PyExc_ValueError, "crop: a and kept must both be height x width bytes");
+        goto done;
+    }
+    const unsigned char *a = ab.buf, *kept = kb.buf;
+    int x0 = w, y0 = h, x1 = -1, y1 = -1;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *row = kept + (size_t)y * w;
+        if (!count_ink(row, w)) continue;
+        int first = 0, last = w - 1;
+        while (!row[first]) first++;
+        while (!row[last]) last--;
+        if (y < y0) y0 = y;
+        y1 = y;
+        if (first < x0) x0 = first;
+        if (last > x1) x1 = last;
+    }
+    if (y1 < 0) {  /* nothing kept: an empty crop, as cv2.boundingRect's (0, 0, 0, 0) */
+        result = Py_BuildValue("(Nii)", PyByteArray_FromStringAndSize(NULL, 0), 0, 0);
+        goto done;
+    }
+    int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
+    result = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bw * bh);
+    if (result == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(result);
+    unsigned char *across = scratch_get((size_t)bw * bh);
+    if (across == NULL) { Py_CLEAR(result); PyErr_NoMemory(); goto done; }
+    for (int y = 0; y < bh; y++) {
+        const unsigned char *k = kept + (size_t)(y0 + y) * w + x0;
+        unsigned char *r = across + (size_t)y * bw;
+        r[0] = k[0] | (bw > 1 ? k[1] : 0);
+        for (int x = 1; x < bw - 1; x++) r[x] = k[x - 1] | k[x] | k[x + 1];
+        if (bw > 1) r[bw - 1] = k[bw - 2] | k[bw - 1];
+    }
+    for (int y = 0; y < bh; y++) {
+        const unsigned char *up = across + (size_t)(y > 0 ? y - 1 : y) * bw;
+        const unsigned char *mid = across + (size_t)y * bw;
+        const unsigned char *down = across + (size_t)(y < bh - 1 ? y + 1 : y) * bw;
+        const unsigned char *src = a + (size_t)(y0 + y) * w + x0;
+        unsigned char *dst = out + (size_t)y * bw;
+        for (int x = 0; x < bw; x++) dst[x] = (unsigned char)(src[x] * (up[x] | mid[x] | down[x]));
+    }
+    result = Py_BuildValue("(Nii)", result, bw, bh);
+done:
+    PyBuffer_Release(&ab);
+    PyBuffer_Release(&kb);
+    return result;
+}
+
+/* place(crop, field, height, width, side) -> int: imaging._fit_numpy's last steps. The
+   crop's centre of mass (cv2.moments' m10 / m00 and m01 / m00: exact integer sums in
+   doubles), its paste into the zeroed side x side field with that centre at the field's
+   (Python's round: half to even, as nearbyint in the default rounding mode), clipped; the
+   field's brightest pixel (cv2.minMaxLoc), or -1 when the crop has no ink (m00 = 0). */
+static PyObject *place(PyObject *self, PyObject *args)
+{
+    Py_buffer cb, fb;
+    int h, w, side;
+    if (!PyArg_ParseTuple(args, "y*w*iii", &cb, &fb, &h, &w, &side)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || side <= 0 || cb.len != (Py_ssize_t)h * w ||
+        fb.len != (Py_ssize_t)side * side) {
+        PyErr_SetString(PyExc_ValueError, "place: crop must be height x width, field side x side");
+        goto done;
+    }
+    const unsigned char *c = cb.buf;
+    unsigned char *field = fb.buf;
+    long long m00 = 0, m10 = 0, m01 = 0;
+    for (int y = 0; y < h; y++) {
+        long long row = 0, rowx = 0;
+        for (int x = 0; x < w; x++) {
+            row += c[(size_t)y * w + x];
+            rowx += (long long)x * c[(size_t)y * w + x];
+        }
+        m00 += row;
+        m10 += rowx;
+        m01 += (long long)y * row;
+    }
+    if (m00 <= 0) { result = PyLong_FromLong(-1); goto done; }
+    double cy = (double)m01 / (double)m00, cx = (double)m10 / (double)m00;
+    int top = (int)nearbyint(side / 2.0 - cy), left = (int)nearbyint(side / 2.0 - cx);
+    int fy0 = top > 0 ? top : 0, fx0 = left > 0 ? left : 0;
+    int fy1 = top + h < side ? top + h : side, fx1 = left + w < side ? left + w : side;
+    int peak = 0;
+    for (int y = fy0; y < fy1; y++)
+        for (int x = fx0; x < fx1; x++) {
+            unsigned char v = c[(size_t)(y - top) * w + (x - left)];
+            field[(size_t)y * side + x] = v;
+            if (v > peak) peak = v;
+        }
+    result = PyLong_FromLong(peak);
+done:
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&fb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"runs", runs, METH_VARARGS,
      "runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: "
@@ -692,6 +802,11 @@ static PyMethodDef methods[] = {
      "level(a, rules, height, width) -> int: imaging._level_numpy."},
     {"stretch", stretch, METH_VARARGS,
      "stretch(ink, out, height, width) -> bool: imaging._stretch, writing into out."},
+    {"crop", crop, METH_VARARGS,
+     "crop(a, kept, height, width) -> (bytearray, width, height): imaging._fit_numpy's crop."},
+    {"place", place, METH_VARARGS,
+     "place(crop, field, height, width, side) -> int: imaging._fit_numpy's paste; its peak, "
+     "or -1 without ink."},
     {NULL, NULL, 0, NULL},
 };
 

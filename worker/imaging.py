@@ -807,17 +807,31 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
     kept = keep_digit(remove_rules(mask, rules), rules)
     if kept is None:
         raise BlankImage("no ink left once the printed box and specks are removed")
+    return _fit(a, kept)
+
+
+def _fit(a: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """The ``kept`` digit of the cleaned cell ``a``, fitted in 20x20 and pasted into the
+    28x28 field by its centre of mass: compiled around OpenCV's resampling where it was
+    built, else ``_fit_numpy`` (the same pixels, tests/test_imaging.py)."""
+    if _compiled is None:
+        return _fit_numpy(a, kept)
+    data, w, h = _compiled.crop(np.ascontiguousarray(a), np.ascontiguousarray(kept), *a.shape)
+    crop = _to_fit_box(np.frombuffer(data, np.uint8).reshape(h, w))
+    field = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    peak = _compiled.place(crop, field, *crop.shape, FIELD)
+    if peak < 0:
+        raise BlankImage("no ink left once the digit was fitted")
+    return _brighten(field, peak)
+
+
+def _fit_numpy(a: np.ndarray, kept: np.ndarray) -> np.ndarray:
     x0, y0, bw, bh = cv2.boundingRect(kept)
     y1, x1 = y0 + bh, x0 + bw
     # The digit's own grey edge pixels lie next to its clear ink: keep those, drop the rest.
     near = cv2.dilate(kept[y0:y1, x0:x1], _SQUARE3)
-    crop = a[y0:y1, x0:x1] * near
-    h, w = crop.shape
-    scale = FIT_BOX / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        crop = cv2.resize(crop, (new_w, new_h), interpolation=interp)
+    crop = _to_fit_box(a[y0:y1, x0:x1] * near)
+    new_h, new_w = crop.shape
     m = cv2.moments(crop)
     if m["m00"] <= 0:
         raise BlankImage("no ink left once the digit was fitted")
@@ -830,9 +844,23 @@ def normalize(image: Image.Image | np.ndarray) -> np.ndarray:
     fy0, fx0 = max(top, 0), max(left, 0)
     fy1, fx1 = min(top + new_h, FIELD), min(left + new_w, FIELD)
     field[fy0:fy1, fx0:fx1] = crop[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
-    peak = int(cv2.minMaxLoc(field)[1])
+    return _brighten(field, int(cv2.minMaxLoc(field)[1]))
+
+
+def _to_fit_box(crop: np.ndarray) -> np.ndarray:
+    """``crop`` resampled so its longer side is 20 px (area averaging down, bilinear up)."""
+    h, w = crop.shape
+    scale = FIT_BOX / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) == (w, h):
+        return crop
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(crop, (new_w, new_h), interpolation=interp)
+
+
+def _brighten(field: np.ndarray, peak: int) -> np.ndarray:
     if 0 < peak < 255:  # resampling softens the darkest stroke; MNIST's strokes reach 255
-        field = cv2.convertScaleAbs(field, alpha=255.0 / peak)
+        return cv2.convertScaleAbs(field, alpha=255.0 / peak)
     return field
 
 
