@@ -288,7 +288,7 @@ broker_option = click.option("--broker", default=None, metavar="URL",
 def worker(concurrency, provider, model, queue, metrics_port, broker, loglevel) -> None:
     """Start a Celery worker that classifies image chunks from Redis."""
     from digitscan.modelcard import verify_model_file
-    from digitscan.worker.celeryapp import make_app
+    from digitscan.worker.celeryapp import make_app, run_worker
     from digitscan.worker.model import check_loadable, default_processes, resolve_providers
 
     settings = _settings(provider=provider, model=model, queue=queue, broker_url=broker,
@@ -300,8 +300,10 @@ def worker(concurrency, provider, model, queue, metrics_port, broker, loglevel) 
     metrics = f", metrics on :{settings.metrics_port}" if settings.metrics_port else ""
     click.echo(f"worker: model {settings.model} (sha256 {card['sha256'][:16]}…), "
                f"{providers[0]}, {n} processes, queue {settings.queue}{metrics}", err=True)
-    make_app(settings).worker_main(["worker", f"--concurrency={n}", "-Q", settings.queue,
-                                    f"--loglevel={loglevel}"])
+    code = run_worker(make_app(settings), [f"--concurrency={n}", "-Q", settings.queue,
+                                           f"--loglevel={loglevel}"])
+    if code:
+        sys.exit(code)
 
 
 def selection_options(command):

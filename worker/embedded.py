@@ -277,10 +277,9 @@ class ForkedWorker:
     a new interpreter. On 2 cores a worker's parent took ~0.75 s of CPU to start, most of it
     imports, while its pool waited: the child starts with what this process has imported
     (numpy, onnxruntime, the settings), and runs Celery's ``worker`` command without the
-    ``celery`` umbrella around it, which imports every other subcommand (its ``shell`` and
-    ``amqp`` REPLs bring prompt_toolkit: 0.40 s of CPU where the worker's own modules take
-    0.13). This process must hold no other threads when it forks (scan's has none yet;
-    ``LocalWorkers`` starts a new interpreter otherwise)."""
+    ``celery`` umbrella around it (``celeryapp.run_worker``). This process must hold no
+    other threads when it forks (scan's has none yet; ``LocalWorkers`` starts a new
+    interpreter otherwise)."""
 
     def __init__(self, app_module: str, args: list[str], env: dict[str, str], log_fd: int):
         for stream in (sys.stdout, sys.stderr):  # nothing buffered here is written twice
@@ -356,11 +355,10 @@ def _run_forked(app_module: str, args: list[str], env: dict[str, str], log_fd: i
         # What `celery -A APP_MODULE` does before its subcommand: find the app (importing
         # the module, which reads the settings from the environment) and hand it on.
         from celery.app.utils import find_app
-        from celery.bin.base import CLIContext
-        from celery.bin.worker import worker
 
-        context = CLIContext(app=find_app(app_module), no_color=None, workdir=None)
-        code = worker.main(args, prog_name="celery worker", obj=context)
+        from digitscan.worker.celeryapp import run_worker
+
+        code = run_worker(find_app(app_module), args)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
