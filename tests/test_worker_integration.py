@@ -227,6 +227,40 @@ def test_worker_refuses_a_model_onnxruntime_cannot_load(redis_server, model_copy
     assert "onnxruntime cannot load" in refused_start(settings, tmp_path)
 
 
+def test_digitscan_worker_answers_a_job_and_stops_warm(redis_server, shipped_model, mnist,
+                                                        tmp_path):
+    """`digitscan worker` runs Celery's worker command itself (celeryapp.run_worker, not
+    through the `celery` umbrella): it becomes ready, answers a job on its queue, and a
+    SIGTERM stops it warm with status 0."""
+    import signal
+
+    for i in range(12):
+        (tmp_path / f"{i:02d}.png").write_bytes(png(mnist.test_images[i]))
+    settings = Settings(broker_url=redis_server.url, model=str(shipped_model),
+                        queue=f"cli-{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, **settings.to_env()}
+    proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "-v", "worker", "-c", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        said = []
+        for line in proc.stderr:  # Celery's own log lines, with -v
+            said.append(line)
+            if " ready." in line:
+                break
+        assert proc.poll() is None, "".join(said)
+        job = subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "submit", str(tmp_path),
+                              "--wait", "--out", str(tmp_path / "r.jsonl")],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert job.returncode == 0, job.stderr
+        rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+        assert [r["digit"] for r in rows] == [int(d) for d in mnist.test_labels[:12]]
+        proc.send_signal(signal.SIGTERM)
+        out, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Warm shutdown" in out + rest, (out + rest)[-2000:]
+    finally:
+        proc.kill()
+
+
 def test_hostile_corpus_leaves_workers_alive_and_small(pool, store, mnist, tmp_path):
     from .hostile import write_corpus
 
