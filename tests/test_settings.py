@@ -59,7 +59,7 @@ def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_pat
 
     from digitscan.worker.settings import default_model
 
-    monkeypatch.setattr("digitscan.devices.int8_native", lambda: True)  # a CPU with VNNI
+    monkeypatch.setattr("digitscan.devices.int8_pays", lambda: True)  # e.g. a CPU with VNNI
 
     for name in ("digits.onnx", "digits.json", "digits.int8.onnx", "digits.int8.json"):
         shutil.copy(MODELS / name, tmp_path / name)
@@ -79,13 +79,14 @@ def test_the_cpu_runs_the_int8_model_only_while_its_card_passes_the_gate(tmp_pat
 @pytest.mark.parametrize(("native", "variant"), [(True, "digits.int8.onnx"),
                                                  (None, "digits.int8.onnx"),
                                                  (False, "digits.onnx")])
-def test_a_cpu_without_native_int8_runs_fp32(monkeypatch, native, variant):
-    """Where int8 is emulated with 16-bit sums, fp32 is faster (README); where the CPU's
-    features are unknown, the card's gate decides as before. (This machine's own CPU cannot
-    be swapped: the features are set here; the next test checks the real detection.)"""
+def test_a_cpu_where_int8_does_not_pay_runs_fp32(monkeypatch, native, variant):
+    """Where int8 is not measured faster (no VNNI, dot product or AVX2), fp32 (README);
+    where the CPU's features are unknown, the card's gate decides as before. (This machine's
+    own CPU cannot be swapped: the features are set here; the next test checks the real
+    detection.)"""
     from digitscan.worker.settings import default_model
 
-    monkeypatch.setattr("digitscan.devices.int8_native", lambda: native)
+    monkeypatch.setattr("digitscan.devices.int8_pays", lambda: native)
     assert default_model("cpu", MODELS) == str(MODELS / variant)
     assert default_model("cuda", MODELS) == str(MODELS / "digits.onnx")
 
@@ -94,9 +95,10 @@ def test_native_int8_is_what_the_kernel_reports():
     import platform
     from pathlib import Path
 
-    from digitscan.devices import int8_native
+    from digitscan.devices import int8_native, int8_pays
 
     cpuinfo = Path("/proc/cpuinfo")
     assert platform.system() == "Linux" and cpuinfo.is_file()  # this suite's machines
     flags = set(cpuinfo.read_text().split())
     assert int8_native() == bool({"avx512_vnni", "asimddp"} & flags)
+    assert int8_pays() == bool({"avx512_vnni", "asimddp", "avx2"} & flags)

@@ -164,8 +164,8 @@ def test_worker_only_venv_scans_with_no_torch_present(tmp_path, mnist, shipped_m
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 100 and sum(r["digit"] is not None for r in rows) == 100
     # On the CPU provider the package's default is its int8 variant (its card passed the
-    # gate) where the CPU multiplies int8 natively, else the fp32 file.
-    from digitscan.devices import int8_native
+    # gate) where int8 pays on this CPU, else the fp32 file.
+    from digitscan.devices import int8_pays
 
-    card = shipped_model.with_name("digits.int8.json" if int8_native() is not False else "digits.json")
+    card = shipped_model.with_name("digits.int8.json" if int8_pays() is not False else "digits.json")
     assert {r["model"] for r in rows} == {json.loads(card.read_text())["sha256"]}

@@ -75,22 +75,20 @@ class SubmitOptions:
 def default_model(provider: str = "auto", folder: str | Path | None = None) -> str:
     """The model shipped with the package (models/ in a checkout, installed as package data),
     so a worker or a scan needs no --model in any folder: its int8 variant where onnxruntime's
-    CPU provider runs it, the CPU multiplies int8 natively (or does not say) and the card
-    records that it passed the int8 gate (the same accuracy within noise on every
-    population: README), else the fp32 file, which is also what the CUDA provider runs.
-    Without native int8 (an AVX2-only AMD EPYC, 2026-11-27) fp32 took 265 us an image in the
-    worker's batches where int8 took 350; whole scans, medians of 6 pairs: 60,000 MNIST PNGs
-    1.13x faster, 10,000 form cells 1.04x."""
+    CPU provider runs it, int8 was measured faster on such a CPU (native int8, or AVX2:
+    devices.int8_pays; or the CPU does not say) and the card records that it passed the int8
+    gate (the same accuracy within noise on every population: README), else the fp32 file,
+    which is also what the CUDA provider runs."""
     from importlib.resources import files
 
-    from digitscan.devices import cuda_offered, int8_native
+    from digitscan.devices import cuda_offered, int8_pays
     from digitscan.modelcard import int8_stands_in
 
     folder = Path(folder) if folder is not None else Path(str(files("digitscan.models")))
     fp32, int8 = folder / "digits.onnx", folder / "digits.int8.onnx"
     if provider == "cuda" or (provider == "auto" and cuda_offered()):
         return str(fp32)
-    return str(int8 if int8_native() is not False and int8_stands_in(int8) else fp32)
+    return str(int8 if int8_pays() is not False and int8_stands_in(int8) else fp32)
 
 
 @dataclass(frozen=True)
