@@ -351,7 +351,12 @@ def _run_forked(app_module: str, args: list[str], env: dict[str, str], log_fd: i
         sys.unraisablehook = sys.__unraisablehook__
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = ["celery", "-A", app_module, "worker", *args]
+        # The argv `python -m celery` gives, which Celery's SIGHUP restart runs again (and
+        # which fails there as it does for a worker started so: celery/__main__.py run as a
+        # script cannot make its relative import; checked both ways, 2026-11-28).
+        import celery.__main__
+
+        sys.argv = [celery.__main__.__file__, "-A", app_module, "worker", *args]
         # What `celery -A APP_MODULE` does before its subcommand: find the app (importing
         # the module, which reads the settings from the environment) and hand it on.
         from celery.app.utils import find_app
