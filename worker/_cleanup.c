@@ -680,8 +680,8 @@ done:
    first steps. The box around kept's nonzero pixels (cv2.boundingRect), the kept pixels
    widened by a 3 x 3 square within it (cv2.dilate: pixels past the box's edge ignored, and
    kept has none there anyway), and a's pixels times that (numpy's a * near). kept is 0 and
-   1, as keep writes it: the widening ORs (a square's maximum, for those), rows then
-   columns. */
+   1, as keep writes it: the widening ORs (a square's maximum, for those), by along_rows and
+   across_rows as corners widens its runs. */
 static PyObject *crop(PyObject *self, PyObject *args)
 {
     Py_buffer ab, kb;
@@ -713,22 +713,18 @@ static PyObject *crop(PyObject *self, PyObject *args)
     result = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)bw * bh);
     if (result == NULL) goto done;
     unsigned char *out = (unsigned char *)PyByteArray_AS_STRING(result);
-    unsigned char *across = scratch_get((size_t)bw * bh);
-    if (across == NULL) { Py_CLEAR(result); PyErr_NoMemory(); goto done; }
+    size_t n = (size_t)bw * bh, big = (size_t)(bh + 3) * (bw + 3);
+    unsigned char *part = scratch_get(3 * n + 2 * big);
+    if (part == NULL) { Py_CLEAR(result); PyErr_NoMemory(); goto done; }
+    unsigned char *along = part + n, *near = along + n, *buf = near + n, *tmp = buf + big;
+    for (int y = 0; y < bh; y++)
+        memcpy(part + (size_t)y * bw, kept + (size_t)(y0 + y) * w + x0, bw);
+    along_rows(part, along, bh, bw, 3, 0, buf, tmp);
+    across_rows(along, near, bh, bw, 3, 0, buf, tmp);
     for (int y = 0; y < bh; y++) {
-        const unsigned char *k = kept + (size_t)(y0 + y) * w + x0;
-        unsigned char *r = across + (size_t)y * bw;
-        r[0] = k[0] | (bw > 1 ? k[1] : 0);
-        for (int x = 1; x < bw - 1; x++) r[x] = k[x - 1] | k[x] | k[x + 1];
-        if (bw > 1) r[bw - 1] = k[bw - 2] | k[bw - 1];
-    }
-    for (int y = 0; y < bh; y++) {
-        const unsigned char *up = across + (size_t)(y > 0 ? y - 1 : y) * bw;
-        const unsigned char *mid = across + (size_t)y * bw;
-        const unsigned char *down = across + (size_t)(y < bh - 1 ? y + 1 : y) * bw;
-        const unsigned char *src = a + (size_t)(y0 + y) * w + x0;
+        const unsigned char *src = a + (size_t)(y0 + y) * w + x0, *m = near + (size_t)y * bw;
         unsigned char *dst = out + (size_t)y * bw;
-        for (int x = 0; x < bw; x++) dst[x] = (unsigned char)(src[x] * (up[x] | mid[x] | down[x]));
+        for (int x = 0; x < bw; x++) dst[x] = (unsigned char)(src[x] * m[x]);
     }
     result = Py_BuildValue("(Nii)", result, bw, bh);
 done:
