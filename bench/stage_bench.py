@@ -48,11 +48,11 @@ def per_item(fn, items: list, passes: int = 5) -> float:
     return statistics.median(times) / len(items) * 1e6
 
 
-def _normalize(image) -> None:
+def _normalize(image) -> np.ndarray | None:
     try:
-        normalize(image)
+        return normalize(image)
     except ImageError:
-        pass  # a cell the cleanup leaves blank costs what it cost
+        return None  # a cell the cleanup leaves blank costs what it cost
 
 
 def model_us(path: str, digits: np.ndarray, batch: int) -> float:
@@ -81,15 +81,8 @@ def from_folder(folder: Path) -> None:
         images = [decode_array(c) for c in cells]
         print(f"{name:<10} {per_item(decode_array, cells):>8.0f} {per_item(_normalize, images):>18.0f}"
               f"  ({len(cells)} files)", flush=True)
-        digits += [d for d in map(_cleaned, images[:BATCH]) if d is not None]
+        digits += [d for d in map(_normalize, images[:BATCH]) if d is not None]
     _models(np.stack(digits[:BATCH]))
-
-
-def _cleaned(image) -> np.ndarray | None:
-    try:
-        return normalize(image)
-    except ImageError:
-        return None
 
 
 def _models(digits: np.ndarray) -> None:
