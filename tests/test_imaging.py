@@ -914,6 +914,75 @@ def test_the_compiled_corner_count_is_the_references(mnist):
     assert answers.count(True) > 100 and answers.count(False) > 50, answers.count(True)
 
 
+def _components(mask: np.ndarray):
+    """keep_digit's labelling: the inked box's components, its place in the cell."""
+    import cv2
+
+    x0, y0, iw, ih = cv2.boundingRect(mask)
+    n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask[y0 : y0 + ih, x0 : x0 + iw], 8, cv2.CV_16U, cv2.CCL_GRANA)
+    return labels, stats, x0, y0, ih, iw
+
+
+def _combs(n: int, seed: int):
+    """(mask, rules) of comb fields: a base rule (or a top one) with stubs standing on it or
+    hanging from it, some of one length, some not, some off the rule, thin and thick, and a
+    stroke or two of a digit between them."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(24, 140, 2))
+        mask, rules = np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)
+        top = rng.random() < 0.3
+        y = int(rng.integers(0, h // 6)) if top else int(rng.integers(5 * h // 6, h))
+        rules[max(0, y - 1) : y + 1, :] = 255
+        lengths = rng.integers(2, h // 2 + 3, 3)
+        for _ in range(int(rng.integers(0, 7))):
+            x, t = int(rng.integers(0, w - 3)), int(rng.integers(1, 4))
+            length = int(rng.choice(lengths)) + int(rng.integers(-1, 2))
+            gap = int(rng.integers(1, 4)) if rng.random() < 0.2 else 0  # off the rule
+            y0, y1 = (y + 1 + gap, y + 1 + gap + length) if top else (y - 1 - gap - length, y - 1 - gap)
+            mask[max(0, y0) : max(0, y1), x : x + t] = 255
+        for _ in range(int(rng.integers(0, 3))):
+            p = [int(v) for v in (rng.integers(0, w), rng.integers(0, h), rng.integers(0, w),
+                                  rng.integers(0, h))]
+            cv2.line(mask, p[:2], p[2:], 255, int(rng.integers(1, 5)))
+        if cv2.countNonZero(mask):
+            yield mask, rules
+
+
+def test_the_compiled_comb_ticks_are_the_references(mnist):
+    """worker/_cleanup.c's ticks against ``_comb_ticks`` (OpenCV's dilation of the rules,
+    numpy's float arithmetic): the components keep_digit was given with rules while cleaning
+    real cells of four populations, and random comb fields; ticks found, stubs that are not
+    ticks (one length of their own, off the rule) and fields without stubs all covered."""
+    import cv2
+
+    from digitscan.worker import imaging
+
+    calls = [(m, r) for m, r in _calls_while_cleaning(mnist, "keep_digit", seed=19)
+             if r is not None and cv2.countNonZero(r) and cv2.countNonZero(m)]
+    calls += list(_combs(1500, seed=11))
+    counts = {"ticks": 0, "stubs, no tick": 0, "no stubs": 0}
+    for mask, rules in calls:
+        labels, stats, x0, y0, ih, iw = _components(mask)
+        h, w = mask.shape
+        by_rules = cv2.dilate(rules, np.ones((3, 3), np.uint8))[y0 : y0 + ih, x0 : x0 + iw]
+        ref = imaging._comb_ticks(labels, stats, by_rules, max(h, w))
+        got = stats.copy()
+        found = imaging._compiled.ticks(labels, got, rules, h, w, x0, y0, ih, iw)
+        expected = stats.copy()
+        expected[ref, cv2.CC_STAT_AREA] = 0
+        assert found == np.count_nonzero(ref) and np.array_equal(got, expected), (h, w)
+        sw, sh = stats[1:, 2], stats[1:, 3]
+        stubs = np.count_nonzero((3 * sw <= sh) & (sh <= max(h, w) // 2))
+        counts["ticks" if found else "stubs, no tick" if stubs >= 2 else "no stubs"] += 1
+    assert min(counts.values()) >= 100, counts
+    with pytest.raises(ValueError, match="do not fit"):
+        imaging._compiled.ticks(labels, stats, rules[:-1], h, w, x0, y0, ih, iw)
+
+
 def test_the_compiled_fit_is_the_references(mnist):
     """worker/_cleanup.c's crop and place (around OpenCV's resampling) against
     ``_fit_numpy`` (OpenCV's bounding box, dilation and moments, numpy's paste): the digits

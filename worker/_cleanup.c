@@ -1,16 +1,18 @@
 /* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the printed-rule
    search (_runs), the contrast stretch (_stretch), the choice among the components
-   (keep_digit), the ink's level (_level), the ink of a colour cell (ink_of), the rule
-   removal (remove_rules), a box's corners (rules_of) and the digit's crop and paste into
-   its field (normalize's end, around OpenCV's resampling: _fit).
+   (keep_digit) and a comb's ticks among them (_comb_ticks), the ink's level (_level), the
+   ink of a colour cell (ink_of), the rule removal (remove_rules), a box's corners
+   (rules_of) and the digit's crop and paste into its field (normalize's end, around
+   OpenCV's resampling: _fit).
 
    Each gives the same results as the numpy/OpenCV version beside it in imaging
-   (_runs_numpy, _stretch_numpy, _keep_numpy, _level_numpy, _remove_rules_numpy,
-   _meet_twice_numpy, ink_of's OpenCV path, _fit_numpy), which tests/test_imaging.py holds it to. Those
-   are chains of small OpenCV and numpy calls: a rule search is a dozen OpenCV and fifteen
-   numpy calls on a few rows each, ~100-150 us a call on a boxed cell (2 cores, Ice Lake),
-   where the work itself is a few thousand byte operations. Optional (setup.py): where it is
-   not built (no C compiler at install) those versions run.
+   (_runs_numpy, _stretch_numpy, _keep_numpy, _comb_ticks, _level_numpy,
+   _remove_rules_numpy, _meet_twice_numpy, ink_of's OpenCV path, _fit_numpy), which
+   tests/test_imaging.py holds it to. Those are chains of small OpenCV and numpy calls: a
+   rule search is a dozen OpenCV and fifteen numpy calls on a few rows each, ~100-150 us a
+   call on a boxed cell (2 cores, Ice Lake), where the work itself is a few thousand byte
+   operations. Optional (setup.py): where it is not built (no C compiler at install) those
+   versions run.
 
    Masks are 0 and 255, as imaging makes them (the windows AND and OR their bytes, as the
    references' own arithmetic assumes them too); OpenCV's morphology is reproduced as it runs
@@ -21,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -359,7 +362,12 @@ static void close_square(const unsigned char *img, unsigned char *out, int h, in
 
 /* corners(h_runs, v_runs, height, width) -> bool: whether the horizontal and the upright
    runs (imaging.rules_of), each widened by a 5 x 5 square, meet in two places or more: two
-   8-connected pieces of their overlap, as cv2.connectedComponents counts them. */
+   8-connected pieces of their overlap, as cv2.connectedComponents counts them.
+
+   Only the rows within two of a row with horizontal runs can meet (a widened run reaches
+   two rows): a box's top and bottom rules, a dozen rows of a hundred. On those rows alone,
+   each side widened is the OR of its five rows around (across) widened along the row:
+   the 5 x 5 square, as OpenCV's dilation computes it, without the rows that stay empty. */
 static PyObject *corners(PyObject *self, PyObject *args)
 {
     Py_buffer hb, vb;
@@ -371,36 +379,60 @@ static PyObject *corners(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "corners: the runs must be height x width bytes");
         goto done;
     }
-    size_t big = (size_t)(h + 5) * (w + 5);
-    unsigned char *scratch = scratch_get(4 * n + 2 * big + n * sizeof(int));
+    const unsigned char *hr = hb.buf, *vr = vb.buf;
+    size_t big = (size_t)w + 5;
+    unsigned char *scratch = scratch_get(n + 4 * (size_t)w + 2 * big + (size_t)h
+                                         + n * sizeof(int));
     if (!scratch) { PyErr_NoMemory(); goto done; }
     int *stack = (int *)scratch;
-    unsigned char *a = scratch + n * sizeof(int), *b = a + n, *c = b + n, *meet = c + n;
-    unsigned char *buf = meet + n, *tmp = buf + big;
-    along_rows(hb.buf, a, h, w, 5, 0, buf, tmp);
-    across_rows(a, b, h, w, 5, 0, buf, tmp);
-    along_rows(vb.buf, a, h, w, 5, 0, buf, tmp);
-    across_rows(a, c, h, w, 5, 0, buf, tmp);
-    for (size_t i = 0; i < n; i++) meet[i] = b[i] && c[i];
+    unsigned char *meet = scratch + n * sizeof(int), *hs = meet + n, *vs = hs + w;
+    unsigned char *hw = vs + w, *vw = hw + w, *buf = vw + w, *tmp = buf + big;
+    unsigned char *near = tmp + big;
+    /* near[y]: a row within two of one with horizontal runs. */
+    memset(near, 0, h);
+    for (int y = 0; y < h; y++) {
+        if (!count_ink(hr + (size_t)y * w, w)) continue;
+        for (int r = y - 2; r <= y + 2; r++)
+            if (r >= 0 && r < h) near[r] = 1;
+    }
+    memset(meet, 0, n);
+    for (int y = 0; y < h; y++) {
+        if (!near[y]) continue;
+        int r0 = y - 2 < 0 ? 0 : y - 2, r1 = y + 2 < h ? y + 2 : h - 1;
+        memset(hs, 0, w);
+        memset(vs, 0, w);
+        for (int r = r0; r <= r1; r++) {
+            or_into(hs, hr + (size_t)r * w, w);
+            or_into(vs, vr + (size_t)r * w, w);
+        }
+        if (!count_ink(vs, w)) continue;
+        along_rows(hs, hw, 1, w, 5, 0, buf, tmp);
+        along_rows(vs, vw, 1, w, 5, 0, buf, tmp);
+        unsigned char *m = meet + (size_t)y * w;
+        for (int x = 0; x < w; x++) m[x] = hw[x] && vw[x];
+    }
     int pieces = 0;
-    for (size_t start = 0; start < n && pieces < 2; start++) {
-        if (!meet[start]) continue;
-        pieces++; /* a new piece: clear it, eight neighbours at a time */
-        int top = 0;
-        stack[top++] = (int)start;
-        meet[start] = 0;
-        while (top) {
-            int i = stack[--top], y = i / w, x = i % w;
-            for (int dy = -1; dy <= 1; dy++)
-                for (int dx = -1; dx <= 1; dx++) {
-                    int yy = y + dy, xx = x + dx;
-                    if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-                    int j = yy * w + xx;
-                    if (meet[j]) {
-                        meet[j] = 0;
-                        stack[top++] = j;
+    for (int y = 0; y < h && pieces < 2; y++) {
+        if (!near[y]) continue;
+        for (size_t start = (size_t)y * w; start < (size_t)(y + 1) * w && pieces < 2; start++) {
+            if (!meet[start]) continue;
+            pieces++; /* a new piece: clear it, eight neighbours at a time */
+            int top = 0;
+            stack[top++] = (int)start;
+            meet[start] = 0;
+            while (top) {
+                int i = stack[--top], yy0 = i / w, xx0 = i % w;
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int yy = yy0 + dy, xx = xx0 + dx;
+                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                        int j = yy * w + xx;
+                        if (meet[j]) {
+                            meet[j] = 0;
+                            stack[top++] = j;
+                        }
                     }
-                }
+            }
         }
     }
     result = pieces >= 2 ? Py_True : Py_False;
@@ -617,6 +649,83 @@ done:
     return result;
 }
 
+/* ticks(labels, stats, rules, height, width, x0, y0, ih, iw) -> int: imaging._comb_ticks,
+   on the components (labels: uint16, of the ih x iw inked box at x0, y0; stats: OpenCV's
+   int32 left,
+   top, width, height, area, n x 5) of a cell whose printed rules are `rules` (height x
+   width): a comb's ticks get area 0 in stats, as keep_digit gives them; returns how many. A
+   tick touches the rules widened by a 3 x 3 square: one of its pixels lies within one of a
+   rule's, looked for within its own box. */
+static PyObject *ticks(PyObject *self, PyObject *args)
+{
+    Py_buffer lb, sb, rb;
+    int h, w, x0, y0, ih, iw;
+    if (!PyArg_ParseTuple(args, "y*w*y*iiiiii", &lb, &sb, &rb, &h, &w, &x0, &y0, &ih, &iw))
+        return NULL;
+    PyObject *result = NULL;
+    int n = (int)(sb.len / (5 * sizeof(int)));
+    if (h <= 0 || w <= 0 || ih <= 0 || iw <= 0 || x0 < 0 || y0 < 0 || x0 + iw > w || y0 + ih > h
+        || n < 1 || sb.len != (Py_ssize_t)(n * 5 * sizeof(int))
+        || lb.len != (Py_ssize_t)ih * iw * 2 || rb.len != (Py_ssize_t)h * w) {
+        PyErr_SetString(PyExc_ValueError, "ticks: labels, stats or rules do not fit the cell");
+        goto done;
+    }
+    const unsigned short *labels = lb.buf;
+    const unsigned char *rules = rb.buf;
+    int *st = sb.buf, side = h > w ? h : w, found = 0;
+    int *idx = scratch_get((size_t)n * (sizeof(int) + 1));
+    if (!idx) { PyErr_NoMemory(); goto done; }
+    unsigned char *tick = (unsigned char *)(idx + n);
+    /* Stubs: upright, thin, filled, under half the cell tall (numpy's float64 arithmetic). */
+    int stubs = 0;
+    for (int i = 1; i < n; i++) {
+        const int *c = st + 5 * i;
+        if (3 * c[2] <= c[3] && (double)c[4] >= 0.6 * c[2] * c[3] && c[3] <= side / 2)
+            idx[stubs++] = i;
+    }
+    if (stubs < 2) goto counted;
+    int touching = 0;
+    for (int s = 0; s < stubs; s++) {
+        const int *c = st + 5 * idx[s];
+        int hit = 0;
+        for (int r = c[1]; r < c[1] + c[3] && !hit; r++)
+            for (int q = c[0]; q < c[0] + c[2] && !hit; q++) {
+                if (labels[(size_t)r * iw + q] != idx[s]) continue;
+                int y = y0 + r, x = x0 + q;
+                for (int yy = y - 1; yy <= y + 1 && !hit; yy++)
+                    for (int xx = x - 1; xx <= x + 1; xx++)
+                        if (yy >= 0 && yy < h && xx >= 0 && xx < w && rules[(size_t)yy * w + xx]) {
+                            hit = 1;
+                            break;
+                        }
+            }
+        if (hit) idx[touching++] = idx[s];
+    }
+    if (touching < 2) goto counted;
+    /* Ticks: at least two of one length (each within its own tolerance of the other's:
+       numpy's float32 arithmetic), the stub itself counted as one. */
+    for (int s = 0; s < touching; s++) {
+        float length = (float)st[5 * idx[s] + 3], tolerance = 0.15f * length;
+        if (tolerance < 2.0f) tolerance = 2.0f;
+        int alike = 0;
+        for (int t = 0; t < touching; t++)
+            alike += fabsf(length - (float)st[5 * idx[t] + 3]) <= tolerance;
+        tick[s] = alike >= 2;
+    }
+    for (int s = 0; s < touching; s++)
+        if (tick[s]) {
+            st[5 * idx[s] + 4] = 0;
+            found++;
+        }
+counted:
+    result = PyLong_FromLong(found);
+done:
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    return result;
+}
+
 /* level(a, rules, height, width) -> int: imaging._level_numpy, how dark the ink is away from
    the rules: the 98th percentile of the levels above 0 of the pixels not within one pixel
    (3 x 3) of a rule, as the float32 cumulative histogram finds it. */
@@ -632,9 +741,8 @@ static PyObject *level(PyObject *self, PyObject *args)
         goto done;
     }
     const unsigned char *a = ab.buf, *rules = rb.buf;
-    near = scratch_get((size_t)h * w + w);
+    near = scratch_get((size_t)h * w);
     if (!near) { PyErr_NoMemory(); goto done; }
-    unsigned char *row = near + (size_t)h * w;
     /* The rules widened by a pixel along the rows, then across them (past the edge: none). */
     for (int y = 0; y < h; y++) {
         const unsigned char *r = rules + (size_t)y * w;
@@ -643,16 +751,32 @@ static PyObject *level(PyObject *self, PyObject *args)
         for (int x = 1; x + 1 < w; x++) d[x] = r[x - 1] | r[x] | r[x + 1];
         if (w > 1) d[w - 1] = r[w - 2] | r[w - 1];
     }
-    /* Pixels near a rule are counted as level 0, which is not counted (hist[0] = 0): no
-       branch. */
+    /* Pixels near a rule are counted as level 0, which is not counted (hist[0] = 0). Eight
+       pixels at a time: after the stretch most of a cell is paper at 0 (the eight are
+       passed over), and most of the rest lies nowhere near a rule (counted without a test
+       each) or all of it by one (a rule's own pixels: passed over). */
     unsigned int part[4][256] = {{0}};
     for (int y = 0; y < h; y++) {
         const unsigned char *up = near + (size_t)(y > 0 ? y - 1 : y) * w;
         const unsigned char *mid = near + (size_t)y * w;
         const unsigned char *down = near + (size_t)(y + 1 < h ? y + 1 : y) * w;
         const unsigned char *p = a + (size_t)y * w;
-        for (int x = 0; x < w; x++) row[x] = (up[x] | mid[x] | down[x]) ? 0 : p[x];
-        count_levels(row, w, part);
+        int x = 0;
+        for (; x + 8 <= w; x += 8) {
+            uint64_t ink, u, m, d;
+            memcpy(&ink, p + x, 8);
+            if (!ink) continue;
+            memcpy(&u, up + x, 8);
+            memcpy(&m, mid + x, 8);
+            memcpy(&d, down + x, 8);
+            uint64_t by_rule = u | m | d;
+            if (!by_rule) {
+                for (int k = x; k < x + 8; k++) part[k & 3][p[k]]++;
+            } else if (by_rule != UINT64_MAX) {
+                for (int k = x; k < x + 8; k++) part[k & 3][(up[k] | mid[k] | down[k]) ? 0 : p[k]]++;
+            }
+        }
+        for (; x < w; x++) part[x & 3][(up[x] | mid[x] | down[x]) ? 0 : p[x]]++;
     }
     long long hist[256];
     sum_levels(part, hist);
@@ -794,6 +918,9 @@ static PyMethodDef methods[] = {
     {"keep", keep, METH_VARARGS,
      "keep(labels, stats, out, height, width, x0, y0, ih, iw) -> bool: imaging._keep_numpy, "
      "into out."},
+    {"ticks", ticks, METH_VARARGS,
+     "ticks(labels, stats, rules, height, width, x0, y0, ih, iw) -> int: imaging._comb_ticks, "
+     "clearing the ticks' areas in stats."},
     {"level", level, METH_VARARGS,
      "level(a, rules, height, width) -> int: imaging._level_numpy."},
     {"stretch", stretch, METH_VARARGS,

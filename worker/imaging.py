@@ -639,7 +639,8 @@ def _comb_ticks(labels: np.ndarray, stats: np.ndarray, by_rules: np.ndarray, sid
     """Which components (by label) are a comb field's ticks: upright stubs standing on a
     removed rule (or hanging from one), thin, straight, under half the cell tall, and at
     least two of one length, as a comb prints them between its boxes. A digit's stroke that
-    stands on the rule is a stub of a length of its own, and stays."""
+    stands on the rule is a stub of a length of its own, and stays. (The reference for
+    worker/_cleanup.c's ticks, and what runs where it was not built.)"""
     ticks = np.zeros(len(stats), bool)
     w, h, area = stats[:, 2], stats[:, 3], stats[:, 4]
     stub = (3 * w <= h) & (area >= 0.6 * w * h) & (h <= side // 2)
@@ -676,10 +677,13 @@ def keep_digit(mask: np.ndarray, rules: np.ndarray | None = None) -> np.ndarray 
     # 1, boxed 99.21 -> 99.24 %, printed 99.28 -> 99.30, digits sent to a person 1.69 ->
     # 1.64 %; then once on the published sets, boxed 99.11 -> 99.12, printed 99.07 -> 99.12).
     if n > 3 and rules is not None and cv2.countNonZero(rules):
-        by_rules = cv2.dilate(rules, _SQUARE3)[y0 : y0 + ih, x0 : x0 + iw]
-        ticks = _comb_ticks(labels, stats, by_rules, max(h, w))
-        if ticks.any():  # never the digit, nor a part of it
-            stats[ticks, cv2.CC_STAT_AREA] = 0
+        if _compiled is None:
+            by_rules = cv2.dilate(rules, _SQUARE3)[y0 : y0 + ih, x0 : x0 + iw]
+            ticks = _comb_ticks(labels, stats, by_rules, max(h, w))
+            if ticks.any():  # never the digit, nor a part of it
+                stats[ticks, cv2.CC_STAT_AREA] = 0
+        else:  # the same ticks, their areas cleared in place (tests/test_imaging.py)
+            _compiled.ticks(labels, stats, np.ascontiguousarray(rules), h, w, x0, y0, ih, iw)
     if _compiled is None:
         return _keep_numpy(labels, stats, h, w, x0, y0)
     kept = np.empty_like(mask)  # the same choice in one call (tests/test_imaging.py)
