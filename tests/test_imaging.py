@@ -676,7 +676,9 @@ def _random_masks(n: int, seed: int):
 
 def _calls_while_cleaning(mnist, function: str, seed: int) -> list[tuple]:
     """The arguments ``imaging.<function>`` was given while real cells of four populations
-    (plain paper, boxed, printed, no digit; 60 each) were cleaned."""
+    (plain paper, boxed, printed, no digit; 60 each) were cleaned by the references (the
+    compiled steps take some of those calls in one: ink_mask, rules_of), which give the
+    same pixels at every step."""
     from digitscan.export.populations import population
     from digitscan.worker import imaging
 
@@ -688,6 +690,7 @@ def _calls_while_cleaning(mnist, function: str, seed: int) -> list[tuple]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(imaging, function, record)
+        mp.setattr(imaging, "_compiled", None)
         for name in ("form", "boxed", "printed", "negative"):
             for data in population(name, mnist, 60, seed=seed)[0]:
                 try:
@@ -695,6 +698,16 @@ def _calls_while_cleaning(mnist, function: str, seed: int) -> list[tuple]:
                 except ImageError:
                     pass
     return calls
+
+
+def _compiled_runs(mask: np.ndarray, horizontal: bool, fraction: float, spanning: bool):
+    """worker/_cleanup.c's runs as ``_runs_numpy`` answers: the pixels, or None."""
+    from digitscan.worker import imaging
+
+    mask = np.ascontiguousarray(mask)
+    out = np.empty_like(mask)
+    found = imaging._compiled.runs(mask, out, *mask.shape, horizontal, fraction, spanning)
+    return out if found else None
 
 
 def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch):
@@ -705,7 +718,7 @@ def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch
     trimmed to their own band, and runs the spanning test turns down."""
     from digitscan.worker import imaging
 
-    masks = [c[0] for c in _calls_while_cleaning(mnist, "_runs", seed=11)]
+    masks = [c[0] for c in _calls_while_cleaning(mnist, "_runs_numpy", seed=11)]
     masks += list(_random_masks(600, seed=3))
     untrimmed = []
     monkeypatch.setattr(imaging, "_own_band", lambda runs, top=0: runs)
@@ -720,7 +733,7 @@ def test_the_compiled_rule_search_finds_the_references_pixels(mnist, monkeypatch
             for f in (0.55, 0.9):
                 for s in (False, True):
                     ref = imaging._runs_numpy(mask, hz, f, s)
-                    got = imaging._runs(mask, hz, f, s)
+                    got = _compiled_runs(mask, hz, f, s)
                     assert (got is None) == (ref is None), (mask.shape, hz, f, s)
                     assert ref is None or np.array_equal(got, ref), (mask.shape, hz, f, s)
                     results.append(ref)
@@ -737,8 +750,8 @@ def test_the_compiled_rule_search_takes_any_layout_and_refuses_a_wrong_size():
     mask = np.zeros((60, 80), np.uint8)
     mask[10:13, 2:78] = 255
     ref = imaging._runs_numpy(mask, True, 0.55)
-    assert np.array_equal(imaging._runs(np.asfortranarray(mask), True, 0.55), ref)
-    assert np.array_equal(imaging._runs(mask.T.copy().T, True, 0.55), ref)
+    assert np.array_equal(_compiled_runs(np.asfortranarray(mask), True, 0.55, False), ref)
+    assert np.array_equal(_compiled_runs(mask.T.copy().T, True, 0.55, False), ref)
     with pytest.raises(ValueError, match="height x width"):
         imaging._compiled.runs(mask, np.empty((60, 79), np.uint8), 60, 80, True, 0.55, False)
 
@@ -833,7 +846,7 @@ def test_the_compiled_ink_level_is_the_references(mnist):
     random ink and rules, rules at the edges and everywhere (nothing left: level 0)."""
     from digitscan.worker import imaging
 
-    calls = _calls_while_cleaning(mnist, "_level", seed=15)
+    calls = _calls_while_cleaning(mnist, "_level_numpy", seed=15)
     rng = np.random.default_rng(7)
     for _ in range(400):
         shape = tuple(int(v) for v in rng.integers(1, 60, 2))
@@ -846,7 +859,8 @@ def test_the_compiled_ink_level_is_the_references(mnist):
             a[0, : min(dark, n)] = 10
             calls.append((a, np.zeros_like(a)))
     levels = [imaging._level_numpy(a, rules) for a, rules in calls]
-    assert [imaging._level(a, rules) for a, rules in calls] == levels
+    assert [imaging._compiled.level(np.ascontiguousarray(a), np.ascontiguousarray(rules), *a.shape)
+            for a, rules in calls] == levels
     assert len(calls) > 450 and levels.count(0) >= 50 and len(set(levels)) > 100
 
 
@@ -903,15 +917,95 @@ def test_the_compiled_corner_count_is_the_references(mnist):
     only corner to corner, of every shape; both answers well represented."""
     from digitscan.worker import imaging
 
-    calls = _calls_while_cleaning(mnist, "_meet_twice", seed=18)
+    calls = _calls_while_cleaning(mnist, "_meet_twice_numpy", seed=18)
     rng = np.random.default_rng(10)
     for _ in range(400):
         shape = tuple(int(v) for v in rng.integers(1, 140, 2))
         calls += [tuple(((rng.random(shape) < rng.uniform(0, 0.01)) * 255).astype(np.uint8)
                         for _ in range(2))]
     answers = [imaging._meet_twice_numpy(h_runs, v_runs) for h_runs, v_runs in calls]
-    assert [imaging._meet_twice(h_runs, v_runs) for h_runs, v_runs in calls] == answers
+    assert [imaging._compiled.corners(h_runs, v_runs, *h_runs.shape)
+            for h_runs, v_runs in calls] == answers
     assert answers.count(True) > 100 and answers.count(False) > 50, answers.count(True)
+
+
+def _against_the_reference(monkeypatch, step, inputs: list, watched: str):
+    """(``step`` on each input compiled, the same by the references, what the references'
+    ``watched`` function answered meanwhile)."""
+    from digitscan.worker import imaging
+
+    got, answers, original = [step(x) for x in inputs], [], getattr(imaging, watched)
+    monkeypatch.setattr(imaging, "_compiled", None)
+    monkeypatch.setattr(imaging, watched, lambda *args: answers.append(original(*args)) or answers[-1])
+    return got, [step(x) for x in inputs], answers
+
+
+def test_the_compiled_rule_finding_is_the_references(mnist, monkeypatch):
+    """worker/_cleanup.c's rules (its runs both ways, the box's corners and ``_encloses``,
+    the runs across the whole cell where there is no box) against ``rules_of``'s reference:
+    the masks of real cells of four populations and random ones (all 10,000 ratio-bench
+    cells and 2,000 of each population came out the same too); boxes taken and turned down
+    by ``_encloses``, rules one way, both ways and none, all covered."""
+    from digitscan.worker import imaging
+
+    masks = [c[0] for c in _calls_while_cleaning(mnist, "rules_of", seed=20)]
+    masks += list(_random_masks(800, seed=4))
+    rng = np.random.default_rng(13)
+    for _ in range(300):  # boxes with pieces along their sides: a thick 0's arcs, or a digit's
+        h, w = (int(v) for v in rng.integers(40, 130, 2))
+        mask, m = np.zeros((h, w), np.uint8), int(rng.integers(0, 4))
+        mask[m : h - m, m : m + 2] = mask[m : h - m, w - m - 2 : w - m] = 255
+        mask[m : m + 2, m : w - m] = mask[h - m - 2 : h - m, m : w - m] = 255
+        for _ in range(int(rng.integers(1, 7))):
+            side, size = int(rng.integers(0, 4)), int(rng.integers(2, 9))
+            y, x = int(rng.integers(m + 3, h - m - 3 - size)), int(rng.integers(m + 3, w - m - 3 - size))
+            y = (m + 3, h - m - 3 - size, y, y)[side]
+            x = (x, x, m + 3, w - m - 3 - size)[side]
+            mask[y : y + size, x : x + size] = 255
+        masks.append(mask)
+    compiled = imaging._compiled
+    got, ref, enclosed = _against_the_reference(monkeypatch, imaging.rules_of, masks, "_encloses")
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+    # Rules along the rows reach across the cell's width, upright ones down its height.
+    across = [(r.any(0).sum() > 0.5 * r.shape[1], r.any(1).sum() > 0.5 * r.shape[0]) for r in ref]
+    counts = {"none": sum(not r.any() for r in ref), "one way": sum(a != b for a, b in across),
+              "both ways": sum(a and b for a, b in across),
+              "enclosed": enclosed.count(True), "not enclosed": enclosed.count(False)}
+    assert min(counts.values()) >= 30, counts
+    with pytest.raises(ValueError, match="height x width"):
+        compiled.rules(masks[0], np.empty(3, np.uint8), *masks[0].shape)
+
+
+def test_the_compiled_ink_mask_is_the_references(mnist, monkeypatch):
+    """worker/_cleanup.c's ink_mask (OpenCV's 8-bit thresholds, the rules, the ink's level
+    and the rules found again at its threshold) against ``ink_mask``'s reference: stretched
+    real cells of four populations, and random ones with a box and a stroke each at a level
+    of its own over faint noise; cells without rules, with rules and a pen lighter than
+    them (thresholded again), and with rules and a pen as dark (not), all covered."""
+    import cv2
+
+    from digitscan.worker import imaging
+
+    cells = [c[0] for c in _calls_while_cleaning(mnist, "ink_mask", seed=21)]
+    rng = np.random.default_rng(12)
+    for _ in range(400):
+        h, w = (int(v) for v in rng.integers(20, 130, 2))
+        a = (rng.random((h, w)) * rng.integers(1, 80)).astype(np.uint8)
+        m = int(rng.integers(0, max(1, min(h, w) // 6)))
+        cv2.rectangle(a, (m, m), (w - 1 - m, h - 1 - m), int(rng.integers(1, 256)),
+                      int(rng.integers(1, 4)))
+        p = [int(v) for v in (rng.integers(0, w), rng.integers(0, h), rng.integers(0, w),
+                              rng.integers(0, h))]
+        cv2.line(a, p[:2], p[2:], int(rng.integers(1, 256)), int(rng.integers(1, 6)))
+        cells.append(a)
+    compiled = imaging._compiled
+    got, ref, levels = _against_the_reference(monkeypatch, imaging.ink_mask, cells, "_level_numpy")
+    assert all(np.array_equal(g[0], r[0]) and np.array_equal(g[1], r[1]) for g, r in zip(got, ref))
+    again = sum(0 < v < 0.8 * 255 for v in levels)
+    assert len(cells) - len(levels) >= 100 and again >= 100 and len(levels) - again >= 30, \
+        (len(cells), len(levels), again)
+    with pytest.raises(ValueError, match="height x width"):
+        compiled.ink_mask(cells[0], cells[0].copy(), np.empty(3, np.uint8), *cells[0].shape)
 
 
 def _components(mask: np.ndarray):

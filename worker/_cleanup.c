@@ -1,14 +1,15 @@
-/* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the printed-rule
-   search (_runs), the contrast stretch (_stretch), the choice among the components
-   (keep_digit) and a comb's ticks among them (_comb_ticks), the ink's level (_level), the
-   ink of a colour cell (ink_of), the rule removal (remove_rules), a box's corners
-   (rules_of) and the digit's crop and paste into its field (normalize's end, around
-   OpenCV's resampling: _fit).
+/* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the clear ink and
+   its printed rules (ink_mask: the rule search rules_of, with its runs, a box's corners and
+   its test of what the box encloses, and the ink's level), the contrast stretch (_stretch),
+   the choice among the components (keep_digit) and a comb's ticks among them
+   (_comb_ticks), the ink of a colour cell (ink_of), the rule removal (remove_rules) and the
+   digit's crop and paste into its field (normalize's end, around OpenCV's resampling:
+   _fit).
 
-   Each gives the same results as the numpy/OpenCV version beside it in imaging
-   (_runs_numpy, _stretch_numpy, _keep_numpy, _comb_ticks, _level_numpy,
-   _remove_rules_numpy, _meet_twice_numpy, ink_of's OpenCV path, _fit_numpy), which
-   tests/test_imaging.py holds it to. Those are chains of small OpenCV and numpy calls: a
+   Each gives the same results as the numpy/OpenCV version beside it in imaging (ink_mask's
+   and rules_of's own, _runs_numpy, _meet_twice_numpy, _encloses, _level_numpy,
+   _stretch_numpy, _keep_numpy, _comb_ticks, _remove_rules_numpy, ink_of's OpenCV path,
+   _fit_numpy), which tests/test_imaging.py holds it to, step by step and whole. Those are chains of small OpenCV and numpy calls: a
    rule search is a dozen OpenCV and fifteen numpy calls on a few rows each, ~100-150 us a
    call on a boxed cell (2 cores, Ice Lake), where the work itself is a few thousand byte
    operations. Optional (setup.py): where it is not built (no C compiler at install) those
@@ -27,22 +28,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Scratch memory, kept between calls: the functions here run with the GIL held and never
-   call back into Python, so one buffer serves them all. A fresh malloc of ~100 KB a call
-   went back to the system on free and came back page by page (faults) on the next. */
-static unsigned char *scratch_buf = NULL;
-static size_t scratch_size = 0;
+/* Memory kept between calls: the functions here run with the GIL held and never call back
+   into Python, so one scratch buffer serves them all. A fresh malloc of ~100 KB a call went
+   back to the system on free and came back page by page (faults) on the next. A second
+   one holds what a step keeps while it calls others that use the scratch: the rule
+   search's runs while their corners are counted (find_rules). */
+typedef struct {
+    unsigned char *buf;
+    size_t size;
+} Kept;
 
-static void *scratch_get(size_t size)
+static Kept scratch, held;
+
+static void *grow(Kept *kept, size_t size)
 {
-    if (size > scratch_size) {
-        void *grown = realloc(scratch_buf, size);
+    if (size > kept->size) {
+        void *grown = realloc(kept->buf, size);
         if (!grown) return NULL;
-        scratch_buf = grown;
-        scratch_size = size;
+        kept->buf = grown;
+        kept->size = size;
     }
-    return scratch_buf;
+    return kept->buf;
 }
+
+static void *scratch_get(size_t size) { return grow(&scratch, size); }
+
+static void *held_get(size_t size) { return grow(&held, size); }
 
 /* Windows of 1, 2, 4, ... cells of `cell` bytes over the len bytes of buf, OR (dilation)
    or AND (erosion), doubling while the window fits in t; every step one loop over bytes
@@ -186,27 +197,15 @@ static void or_into(unsigned char *restrict d, const unsigned char *restrict s, 
     for (int x = 0; x < n; x++) d[x] |= s[x];
 }
 
-/* runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: imaging._runs
-   writing its pixels into `out` (same size as mask); False where it finds none. */
-static PyObject *runs(PyObject *self, PyObject *args)
+/* imaging._runs_numpy on the h x w mask, its pixels written into `out` (h x w): 1 where it found
+   some, 0 where none, -1 out of memory. */
+static int find_runs(const unsigned char *mask, unsigned char *out, int h, int w,
+                     int horizontal, double fraction, int spanning)
 {
-    Py_buffer mb, ob;
-    int h, w, horizontal, spanning;
-    double fraction;
-    if (!PyArg_ParseTuple(args, "y*w*iipdp", &mb, &ob, &h, &w, &horizontal, &fraction, &spanning))
-        return NULL;
-    PyObject *result = NULL;
-    unsigned char *scratch = NULL;
-    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)h * w || ob.len != mb.len) {
-        PyErr_SetString(PyExc_ValueError, "runs: mask and out must both be height x width bytes");
-        goto done;
-    }
     int H = horizontal ? h : w, W = horizontal ? w : h; /* across, along the runs */
     int length = (int)(fraction * W);
-    const unsigned char *mask = mb.buf;
-    unsigned char *out = ob.buf;
     memset(out, 0, (size_t)h * w);
-    if (length < 8) { result = Py_False; goto done; }
+    if (length < 8) return 0;
     int band = H / 3, k = H / 40 * 2 + 1;
     if (k < 3) k = 3;
     int reach = band + k / 2 < H ? band + k / 2 : H;
@@ -219,9 +218,10 @@ static PyObject *runs(PyObject *self, PyObject *args)
     /* The windows' scratch: the part padded by k rows (across_rows), more than one row
        padded by its length (along_rows over one row). */
     size_t window = (size_t)(reach + k) * W;
-    scratch = scratch_get(4 * part + 2 * (size_t)W + 2 * window + 2 * (size_t)W * sizeof(int)
-                          + 2 * (size_t)W * sizeof(double));
-    if (!scratch) { PyErr_NoMemory(); goto done; }
+    unsigned char *scratch = scratch_get(4 * part + 2 * (size_t)W + 2 * window
+                                         + 2 * (size_t)W * sizeof(int)
+                                         + 2 * (size_t)W * sizeof(double));
+    if (!scratch) return -1;
     double *xp = (double *)scratch, *fp = xp + W;
     int *counts = (int *)(fp + W), *inked = counts + W;
     unsigned char *turned = (unsigned char *)(inked + W), *dil = turned + part;
@@ -229,7 +229,7 @@ static PyObject *runs(PyObject *self, PyObject *args)
     unsigned char *eroded = line + W, *wb = eroded + W, *wt = wb + window;
     int any_ink = 0;
     for (int p = 0; p < 2; p++) {
-        /* The part can hold a run only if its projection has one (imaging._runs says why):
+        /* The part can hold a run only if its projection has one (imaging._runs_numpy says why):
            for upright runs, each row's OR over the part's columns, read in place. */
         const unsigned char *b = mask + (size_t)starts[p] * W;
         if (horizontal) {
@@ -296,11 +296,30 @@ static PyObject *runs(PyObject *self, PyObject *args)
             }
         }
     }
-    result = any_ink ? Py_True : Py_False;
+    return any_ink;
+}
+
+/* runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: find_runs, for
+   the tests (ink_mask and rules call it within): False where it finds none. */
+static PyObject *runs(PyObject *self, PyObject *args)
+{
+    Py_buffer mb, ob;
+    int h, w, horizontal, spanning;
+    double fraction;
+    if (!PyArg_ParseTuple(args, "y*w*iipdp", &mb, &ob, &h, &w, &horizontal, &fraction, &spanning))
+        return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)h * w || ob.len != mb.len) {
+        PyErr_SetString(PyExc_ValueError, "runs: mask and out must both be height x width bytes");
+        goto done;
+    }
+    int found = find_runs(mb.buf, ob.buf, h, w, horizontal, fraction, spanning);
+    if (found < 0) { PyErr_NoMemory(); goto done; }
+    result = found ? Py_True : Py_False;
+    Py_INCREF(result);
 done:
     PyBuffer_Release(&mb);
     PyBuffer_Release(&ob);
-    Py_XINCREF(result);
     return result;
 }
 
@@ -360,30 +379,44 @@ static void close_square(const unsigned char *img, unsigned char *out, int h, in
     across_rows(a, out, h, w, t, 1, buf, tmp);
 }
 
-/* corners(h_runs, v_runs, height, width) -> bool: whether the horizontal and the upright
-   runs (imaging.rules_of), each widened by a 5 x 5 square, meet in two places or more: two
-   8-connected pieces of their overlap, as cv2.connectedComponents counts them.
+/* Clears the 8-connected piece of the h x w image `img` that holds pixel `start` (nonzero),
+   eight neighbours at a time; returns its pixels. stack: scratch of h * w ints. */
+static int clear_piece(unsigned char *img, int h, int w, size_t start, int *stack)
+{
+    int top = 0, area = 0;
+    stack[top++] = (int)start;
+    img[start] = 0;
+    while (top) {
+        int i = stack[--top], y = i / w, x = i % w;
+        area++;
+        for (int dy = -1; dy <= 1; dy++)
+            for (int dx = -1; dx <= 1; dx++) {
+                int yy = y + dy, xx = x + dx;
+                if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+                int j = yy * w + xx;
+                if (img[j]) {
+                    img[j] = 0;
+                    stack[top++] = j;
+                }
+            }
+    }
+    return area;
+}
+
+/* Whether the horizontal and the upright runs hr and vr (imaging.rules_of), each widened
+   by a 5 x 5 square, meet in two places or more: two 8-connected pieces of their overlap,
+   as cv2.connectedComponents counts them (1 or 0; -1 out of memory).
 
    Only the rows within two of a row with horizontal runs can meet (a widened run reaches
    two rows): a box's top and bottom rules, a dozen rows of a hundred. On those rows alone,
    each side widened is the OR of its five rows around (across) widened along the row:
    the 5 x 5 square, as OpenCV's dilation computes it, without the rows that stay empty. */
-static PyObject *corners(PyObject *self, PyObject *args)
+static int meet_twice(const unsigned char *hr, const unsigned char *vr, int h, int w)
 {
-    Py_buffer hb, vb;
-    int h, w;
-    if (!PyArg_ParseTuple(args, "y*y*ii", &hb, &vb, &h, &w)) return NULL;
-    PyObject *result = NULL;
-    size_t n = (size_t)h * w;
-    if (h <= 0 || w <= 0 || hb.len != (Py_ssize_t)n || vb.len != hb.len) {
-        PyErr_SetString(PyExc_ValueError, "corners: the runs must be height x width bytes");
-        goto done;
-    }
-    const unsigned char *hr = hb.buf, *vr = vb.buf;
-    size_t big = (size_t)w + 5;
+    size_t n = (size_t)h * w, big = (size_t)w + 5;
     unsigned char *scratch = scratch_get(n + 4 * (size_t)w + 2 * big + (size_t)h
                                          + n * sizeof(int));
-    if (!scratch) { PyErr_NoMemory(); goto done; }
+    if (!scratch) return -1;
     int *stack = (int *)scratch;
     unsigned char *meet = scratch + n * sizeof(int), *hs = meet + n, *vs = hs + w;
     unsigned char *hw = vs + w, *vw = hw + w, *buf = vw + w, *tmp = buf + big;
@@ -416,30 +449,31 @@ static PyObject *corners(PyObject *self, PyObject *args)
         if (!near[y]) continue;
         for (size_t start = (size_t)y * w; start < (size_t)(y + 1) * w && pieces < 2; start++) {
             if (!meet[start]) continue;
-            pieces++; /* a new piece: clear it, eight neighbours at a time */
-            int top = 0;
-            stack[top++] = (int)start;
-            meet[start] = 0;
-            while (top) {
-                int i = stack[--top], yy0 = i / w, xx0 = i % w;
-                for (int dy = -1; dy <= 1; dy++)
-                    for (int dx = -1; dx <= 1; dx++) {
-                        int yy = yy0 + dy, xx = xx0 + dx;
-                        if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
-                        int j = yy * w + xx;
-                        if (meet[j]) {
-                            meet[j] = 0;
-                            stack[top++] = j;
-                        }
-                    }
-            }
+            pieces++;
+            clear_piece(meet, h, w, start, stack);
         }
     }
-    result = pieces >= 2 ? Py_True : Py_False;
+    return pieces >= 2;
+}
+
+/* corners(h_runs, v_runs, height, width) -> bool: meet_twice, for the tests. */
+static PyObject *corners(PyObject *self, PyObject *args)
+{
+    Py_buffer hb, vb;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &hb, &vb, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || hb.len != (Py_ssize_t)h * w || vb.len != hb.len) {
+        PyErr_SetString(PyExc_ValueError, "corners: the runs must be height x width bytes");
+        goto done;
+    }
+    int meet = meet_twice(hb.buf, vb.buf, h, w);
+    if (meet < 0) { PyErr_NoMemory(); goto done; }
+    result = meet ? Py_True : Py_False;
+    Py_INCREF(result);
 done:
     PyBuffer_Release(&hb);
     PyBuffer_Release(&vb);
-    Py_XINCREF(result);
     return result;
 }
 
@@ -726,23 +760,13 @@ done:
     return result;
 }
 
-/* level(a, rules, height, width) -> int: imaging._level_numpy, how dark the ink is away from
-   the rules: the 98th percentile of the levels above 0 of the pixels not within one pixel
-   (3 x 3) of a rule, as the float32 cumulative histogram finds it. */
-static PyObject *level(PyObject *self, PyObject *args)
+/* imaging._level_numpy on the h x w a and rules: how dark the ink is away from the rules,
+   the 98th percentile of the levels above 0 of the pixels not within one pixel (3 x 3) of
+   a rule, as the float32 cumulative histogram finds it (-1: out of memory). */
+static int ink_level(const unsigned char *a, const unsigned char *rules, int h, int w)
 {
-    Py_buffer ab, rb;
-    int h, w;
-    if (!PyArg_ParseTuple(args, "y*y*ii", &ab, &rb, &h, &w)) return NULL;
-    PyObject *result = NULL;
-    unsigned char *near = NULL;
-    if (h <= 0 || w <= 0 || ab.len != (Py_ssize_t)h * w || rb.len != ab.len) {
-        PyErr_SetString(PyExc_ValueError, "level: a and rules must both be height x width bytes");
-        goto done;
-    }
-    const unsigned char *a = ab.buf, *rules = rb.buf;
-    near = scratch_get((size_t)h * w);
-    if (!near) { PyErr_NoMemory(); goto done; }
+    unsigned char *near = scratch_get((size_t)h * w);
+    if (!near) return -1;
     /* The rules widened by a pixel along the rows, then across them (past the edge: none). */
     for (int y = 0; y < h; y++) {
         const unsigned char *r = rules + (size_t)y * w;
@@ -793,9 +817,175 @@ static PyObject *level(PyObject *self, PyObject *args)
             if (cum >= target) break;
         }
     }
-    result = PyLong_FromLong(found);
+    return found;
+}
+
+/* level(a, rules, height, width) -> int: ink_level, for the tests. */
+static PyObject *level(PyObject *self, PyObject *args)
+{
+    Py_buffer ab, rb;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*y*ii", &ab, &rb, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || ab.len != (Py_ssize_t)h * w || rb.len != ab.len) {
+        PyErr_SetString(PyExc_ValueError, "level: a and rules must both be height x width bytes");
+        goto done;
+    }
+    int found = ink_level(ab.buf, rb.buf, h, w);
+    result = found < 0 ? PyErr_NoMemory() : PyLong_FromLong(found);
 done:
     PyBuffer_Release(&ab);
+    PyBuffer_Release(&rb);
+    return result;
+}
+
+/* Python's slice of a sequence of len items from start to stop (a negative end counts
+   from the end; clipped): its first item in *lo and the end in *hi (lo >= hi: empty). */
+static void py_slice(int start, int stop, int len, int *lo, int *hi)
+{
+    if (start < 0) start += len;
+    if (stop < 0) stop += len;
+    *lo = start < 0 ? 0 : start > len ? len : start;
+    *hi = stop < 0 ? 0 : stop > len ? len : stop;
+}
+
+/* imaging._encloses: whether what is left of the h x w mask without `box` lies mostly well
+   inside the box (or nothing is left), or is mostly one 8-connected piece (1 or 0; -1 out
+   of memory). The band inside the box is cut as the reference slices it, negative ends
+   and all. */
+static int encloses(const unsigned char *mask, const unsigned char *box, int h, int w)
+{
+    size_t n = (size_t)h * w;
+    unsigned char *scratch = scratch_get(n * sizeof(int) + n);
+    if (!scratch) return -1;
+    int *stack = (int *)scratch;
+    unsigned char *rest = scratch + n * sizeof(int);
+    int total = 0, boxed = 0;
+    for (size_t i = 0; i < n; i++) {
+        rest[i] = mask[i] & (unsigned char)~box[i];
+        total += rest[i] != 0;
+        boxed += box[i] != 0;
+    }
+    if ((double)total <= 0.1 * boxed) return 1; /* nothing, or the box's own corner pixels */
+    int x0 = 0, y0 = 0, x1 = -1, y1 = -1; /* cv2.boundingRect: (0, 0, 0, 0) when empty */
+    for (int y = 0; y < h; y++) {
+        const unsigned char *row = box + (size_t)y * w;
+        if (!count_ink(row, w)) continue;
+        int first = 0, last = w - 1;
+        while (!row[first]) first++;
+        while (!row[last]) last--;
+        if (y1 < 0) {
+            y0 = y;
+            x0 = first;
+            x1 = last;
+        }
+        y1 = y;
+        if (first < x0) x0 = first;
+        if (last > x1) x1 = last;
+    }
+    int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
+    int m = (int)(0.15 * (bh - 1 < bw - 1 ? bh - 1 : bw - 1));
+    if (m < 2) m = 2;
+    int ys, ye, xs, xe, inside = 0;
+    py_slice(y0 + m, y0 + bh - m, h, &ys, &ye);
+    py_slice(x0 + m, x0 + bw - m, w, &xs, &xe);
+    for (int y = ys; y < ye; y++)
+        if (xe > xs) inside += count_ink(rest + (size_t)y * w + xs, xe - xs);
+    if ((double)inside >= 0.6 * total) return 1;
+    int largest = 0;
+    for (size_t i = 0; i < n && (double)largest < 0.6 * total; i++)
+        if (rest[i]) {
+            int area = clear_piece(rest, h, w, i, stack);
+            if (area > largest) largest = area;
+        }
+    return (double)largest >= 0.6 * total;
+}
+
+/* imaging.rules_of on the h x w mask, its pixels written into `out` (0, or -1 out of
+   memory): the box its long runs both ways make, where they meet twice and enclose the
+   rest; else its runs across (nearly) the whole cell. */
+static int find_rules(const unsigned char *mask, unsigned char *out, int h, int w)
+{
+    size_t n = (size_t)h * w;
+    unsigned char *h_long = held_get(4 * n);
+    if (!h_long) return -1;
+    unsigned char *v_long = h_long + n, *h_full = v_long + n, *v_full = h_full + n;
+    int hl = find_runs(mask, h_long, h, w, 1, 0.55, 0);
+    int vl = hl < 0 ? -1 : find_runs(mask, v_long, h, w, 0, 0.55, 0);
+    if (vl < 0) return -1;
+    if (hl && vl) {
+        for (size_t i = 0; i < n; i++) out[i] = h_long[i] | v_long[i];
+        int meet = meet_twice(h_long, v_long, h, w);
+        int inside = meet > 0 ? encloses(mask, out, h, w) : meet;
+        if (inside < 0) return -1;
+        if (inside) return 0;
+    }
+    int hf = hl ? find_runs(mask, h_full, h, w, 1, 0.9, 1) : 0;
+    int vf = vl && hf >= 0 ? find_runs(mask, v_full, h, w, 0, 0.9, 1) : hf < 0 ? -1 : 0;
+    if (vf < 0) return -1;
+    if (!hf && (!vf || (double)count_ink(v_full, (int)n) > 0.8 * count_ink(mask, (int)n)))
+        memset(out, 0, n);  /* no rule; or upright runs and nothing else (a tall 1) */
+    else if (!hf || !vf)
+        memcpy(out, hf ? h_full : v_full, n);
+    else
+        for (size_t i = 0; i < n; i++) out[i] = h_full[i] | v_full[i];
+    return 0;
+}
+
+/* rules(mask, out, height, width): imaging.rules_of, writing the rules into out. */
+static PyObject *rules(PyObject *self, PyObject *args)
+{
+    Py_buffer mb, ob;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*w*ii", &mb, &ob, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)h * w || ob.len != mb.len) {
+        PyErr_SetString(PyExc_ValueError, "rules: mask and out must both be height x width bytes");
+        goto done;
+    }
+    if (find_rules(mb.buf, ob.buf, h, w) < 0) { PyErr_NoMemory(); goto done; }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&ob);
+    return result;
+}
+
+/* ink_mask(a, mask, rules, height, width): imaging.ink_mask, writing the cell's clear ink
+   and its printed rules into mask and rules. The thresholds are OpenCV's for 8-bit images
+   (imaging._above): a pixel above the level's floor. */
+static PyObject *ink_mask(PyObject *self, PyObject *args)
+{
+    Py_buffer ab, mb, rb;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*w*w*ii", &ab, &mb, &rb, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    size_t n = (size_t)h * w;
+    if (h <= 0 || w <= 0 || ab.len != (Py_ssize_t)n || mb.len != ab.len || rb.len != ab.len) {
+        PyErr_SetString(PyExc_ValueError, "ink_mask: a, mask and rules must be height x width bytes");
+        goto done;
+    }
+    const unsigned char *a = ab.buf;
+    unsigned char *mask = mb.buf, *found = rb.buf;
+    int t = (int)floor(0.35 * 255);
+    for (size_t i = 0; i < n; i++) mask[i] = a[i] > t ? 255 : 0;
+    if (find_rules(mask, found, h, w) < 0) { PyErr_NoMemory(); goto done; }
+    if (count_ink(found, (int)n)) {
+        int level = ink_level(a, found, h, w);
+        if (level < 0) { PyErr_NoMemory(); goto done; }
+        if (0 < level && level < 0.8 * 255) {
+            /* judged against the digit's own darkness, not the box's */
+            t = (int)floor(0.35 * level);
+            for (size_t i = 0; i < n; i++) mask[i] = a[i] > t ? 255 : 0;
+            if (find_rules(mask, found, h, w) < 0) { PyErr_NoMemory(); goto done; }
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&ab);
+    PyBuffer_Release(&mb);
     PyBuffer_Release(&rb);
     return result;
 }
@@ -908,11 +1098,15 @@ done:
 static PyMethodDef methods[] = {
     {"runs", runs, METH_VARARGS,
      "runs(mask, out, height, width, horizontal, fraction, spanning) -> bool: "
-     "imaging._runs, writing its pixels into out."},
+     "imaging._runs_numpy, writing its pixels into out (for the tests)."},
     {"ink", ink, METH_VARARGS,
      "ink(rgb, gray, out, height, width): imaging.ink_of's colour path, into out."},
     {"corners", corners, METH_VARARGS,
      "corners(h_runs, v_runs, height, width) -> bool: the runs widened meet twice or more."},
+    {"rules", rules, METH_VARARGS,
+     "rules(mask, out, height, width): imaging.rules_of, into out."},
+    {"ink_mask", ink_mask, METH_VARARGS,
+     "ink_mask(a, mask, rules, height, width): imaging.ink_mask, into mask and rules."},
     {"unrule", unrule, METH_VARARGS,
      "unrule(mask, rules, out, height, width): imaging.remove_rules_numpy, into out."},
     {"keep", keep, METH_VARARGS,

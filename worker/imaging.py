@@ -405,26 +405,14 @@ def _stretch_lut(floor: float, peak: int) -> np.ndarray:
     return lut
 
 
-def _runs(mask: np.ndarray, horizontal: bool, fraction: float,
-          spanning: bool = False) -> np.ndarray | None:
+def _runs_numpy(mask: np.ndarray, horizontal: bool, fraction: float,
+                spanning: bool = False) -> np.ndarray | None:
     """Pixels of straight runs of ink over ``fraction`` of the cell, in its outer third,
     tolerating a tilt of a few degrees; None where there are none. ``spanning``: only runs
     that, with the other pieces on their line, span that much of the cell themselves.
 
-    The compiled search (worker/_cleanup.c) where it was built, else ``_runs_numpy``: the
-    same pixels (tests/test_imaging.py holds them to it)."""
-    if _compiled is None:
-        return _runs_numpy(mask, horizontal, fraction, spanning)
-    mask = np.ascontiguousarray(mask)
-    out = np.empty_like(mask)
-    found = _compiled.runs(mask, out, *mask.shape, horizontal, fraction, spanning)
-    return out if found else None
-
-
-def _runs_numpy(mask: np.ndarray, horizontal: bool, fraction: float,
-                spanning: bool = False) -> np.ndarray | None:
-    """``_runs`` in numpy and OpenCV: the reference the compiled search is held to, and what
-    runs where it was not built."""
+    In numpy and OpenCV: the reference worker/_cleanup.c's runs is held to (the same
+    pixels: tests/test_imaging.py), and what runs where it was not built."""
     h, w = mask.shape
     along, across = (w, h) if horizontal else (h, w)
     length = int(fraction * along)
@@ -512,7 +500,7 @@ def _own_band(runs: np.ndarray, top: int = 0) -> np.ndarray:
     line = np.interp(dirty, clean, centre)
     sub = runs[:, dirty]
     sub[np.abs(rows[:, None] - line) > thickness / 2 + 0.5] = 0
-    runs[:, dirty] = sub  # runs is _runs' own fresh array
+    runs[:, dirty] = sub  # runs is _runs_numpy's own fresh array
     return runs
 
 
@@ -523,17 +511,24 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
     whole cell, as rules cut with the cell do, or is one side of a box: long runs in both
     directions that meet in at least two corners. A digit's own strokes do neither: in a
     cell cut around it they stop short of the edges, and its curves part its straight bits.
+
+    In one call where the compiled steps were built (the same pixels: tests/test_imaging.py);
+    below, the reference, and what runs without them.
     """
-    h_long, v_long = _runs(mask, True, 0.55), _runs(mask, False, 0.55)
+    if _compiled is not None:
+        out = np.empty_like(mask)
+        _compiled.rules(np.ascontiguousarray(mask), out, *mask.shape)
+        return out
+    h_long, v_long = _runs_numpy(mask, True, 0.55), _runs_numpy(mask, False, 0.55)
     if h_long is not None and v_long is not None:
         # A box's sides meet at right-angled corners; a large 0, a 2's base and its stem
         # are long and straight-ish too, but their curves keep the straight parts apart.
         box = cv2.bitwise_or(h_long, v_long)
-        if _meet_twice(h_long, v_long) and _encloses(mask, box):
+        if _meet_twice_numpy(h_long, v_long) and _encloses(mask, box):
             return box
     # A run over 90 % of the cell is also one over 55 %: where there was none, skip the search.
-    h_full = None if h_long is None else _runs(mask, True, 0.9, spanning=True)
-    v_full = None if v_long is None else _runs(mask, False, 0.9, spanning=True)
+    h_full = None if h_long is None else _runs_numpy(mask, True, 0.9, spanning=True)
+    v_full = None if v_long is None else _runs_numpy(mask, False, 0.9, spanning=True)
     if h_full is None and (v_full is None or
                            cv2.countNonZero(v_full) > 0.8 * cv2.countNonZero(mask)):
         # No rule; or upright runs and nothing else: a tall 1 in a cell cut close around it
@@ -544,16 +539,9 @@ def rules_of(mask: np.ndarray) -> np.ndarray:
     return cv2.bitwise_or(h_full, v_full)
 
 
-def _meet_twice(h_runs: np.ndarray, v_runs: np.ndarray) -> bool:
-    """Whether horizontal and upright runs, each widened by a 5 x 5 square, meet in two
-    places or more (a box's corners): compiled where it was built, else
-    ``_meet_twice_numpy`` (the same answer)."""
-    if _compiled is None:
-        return _meet_twice_numpy(h_runs, v_runs)
-    return _compiled.corners(h_runs, v_runs, *h_runs.shape)
-
-
 def _meet_twice_numpy(h_runs: np.ndarray, v_runs: np.ndarray) -> bool:
+    """Whether horizontal and upright runs, each widened by a 5 x 5 square, meet in two
+    places or more (a box's corners). The reference for worker/_cleanup.c's corners."""
     corners = cv2.bitwise_and(cv2.dilate(h_runs, _SQUARE5), cv2.dilate(v_runs, _SQUARE5))
     return cv2.connectedComponents(corners)[0] - 1 >= 2
 
@@ -575,17 +563,10 @@ def _encloses(mask: np.ndarray, box: np.ndarray) -> bool:
     return stats[1:, cv2.CC_STAT_AREA].max() >= 0.6 * total
 
 
-def _level(a: np.ndarray, rules: np.ndarray) -> int:
+def _level_numpy(a: np.ndarray, rules: np.ndarray) -> int:
     """How dark the ink is away from the printed ``rules`` and their grey, anti-aliased
     edges (a pixel around them): the 98th percentile of its inked pixels, from a histogram
-    (no sort). Compiled where it was built, else ``_level_numpy`` (the same level)."""
-    if _compiled is None:
-        return _level_numpy(a, rules)
-    return _compiled.level(np.ascontiguousarray(a), np.ascontiguousarray(rules), *a.shape)
-
-
-def _level_numpy(a: np.ndarray, rules: np.ndarray) -> int:
-    """``_level`` in numpy and OpenCV: the reference the compiled one is held to."""
+    (no sort). The reference for worker/_cleanup.c's level."""
     exclude = cv2.dilate(rules, _SQUARE3)
     hist = cv2.calcHist([a], [0], cv2.bitwise_not(exclude), [256], [0, 256]).ravel()
     hist[0] = 0
@@ -599,12 +580,18 @@ def ink_mask(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the cell's clear ink, the printed rules in it). Clear ink is judged against the
     digit's own darkness, not the box's: a pen lighter than the printed border (blue ink in
     a black box, thin strokes beside a heavy rule) would otherwise fall below the threshold
-    and leave only the box."""
+    and leave only the box. In one call where the compiled steps were built (the same
+    pixels: tests/test_imaging.py); below, the reference."""
+    if _compiled is not None:
+        a = np.ascontiguousarray(a)
+        mask, rules = np.empty_like(a), np.empty_like(a)
+        _compiled.ink_mask(a, mask, rules, *a.shape)
+        return mask, rules
     mask = _above(a, 0.35 * 255)
     rules = rules_of(mask)
     if not cv2.countNonZero(rules):
         return mask, rules
-    level = _level(a, rules)
+    level = _level_numpy(a, rules)
     if 0 < level < 0.8 * 255:
         mask = _above(a, 0.35 * level)
         rules = rules_of(mask)  # found again: at this threshold they are a little wider
