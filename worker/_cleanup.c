@@ -1,19 +1,19 @@
 /* Hot steps of the cell cleanup (digitscan.worker.imaging), compiled: the clear ink and
    its printed rules (ink_mask: the rule search rules_of, with its runs, a box's corners and
    its test of what the box encloses, and the ink's level), the contrast stretch (_stretch),
-   the choice among the components (keep_digit) and a comb's ticks among them
-   (_comb_ticks), the ink of a colour cell (ink_of), the rule removal (remove_rules) and the
+   the digit's components (keep_digit: their labelling, a comb's ticks among them and the
+   choice), the ink of a colour cell (ink_of), the rule removal (remove_rules) and the
    digit's crop and paste into its field (normalize's end, around OpenCV's resampling:
    _fit).
 
-   Each gives the same results as the numpy/OpenCV version beside it in imaging (ink_mask's
-   and rules_of's own, _runs_numpy, _meet_twice_numpy, _encloses, _level_numpy,
-   _stretch_numpy, _keep_numpy, _comb_ticks, _remove_rules_numpy, ink_of's OpenCV path,
-   _fit_numpy), which tests/test_imaging.py holds it to, step by step and whole. Those are chains of small OpenCV and numpy calls: a
-   rule search is a dozen OpenCV and fifteen numpy calls on a few rows each, ~100-150 us a
-   call on a boxed cell (2 cores, Ice Lake), where the work itself is a few thousand byte
-   operations. Optional (setup.py): where it is not built (no C compiler at install) those
-   versions run.
+   Each gives the same results as the numpy/OpenCV version beside it in imaging (ink_mask's,
+   rules_of's and keep_digit's own, _runs_numpy, _meet_twice_numpy, _encloses,
+   _level_numpy, _comb_ticks, _keep_numpy, _stretch_numpy, _remove_rules_numpy, ink_of's
+   OpenCV path, _fit_numpy), which tests/test_imaging.py holds it to, step by step and
+   whole. Those are chains of small OpenCV and numpy calls: a rule search is a dozen OpenCV
+   and fifteen numpy calls on a few rows each, ~100-150 us a call on a boxed cell (2 cores,
+   Ice Lake), where the work itself is a few thousand byte operations. Optional (setup.py):
+   where it is not built (no C compiler at install) those versions run.
 
    Masks are 0 and 255, as imaging makes them (the windows AND and OR their bytes, as the
    references' own arithmetic assumes them too); OpenCV's morphology is reproduced as it runs
@@ -597,145 +597,53 @@ done:
     return result;
 }
 
-/* keep(labels, stats, out, height, width, x0, y0) -> bool: imaging._keep_numpy, the
-   components that make up the digit, as 1 in `out` (height x width, zeroed here). labels:
-   uint16, the connected components of the inked box at (x0, y0); stats: their int32
-   left, top, width, height, area (OpenCV's), n x 5. False: nothing is left. */
-static PyObject *keep(PyObject *self, PyObject *args)
+/* A run of ink: row y of the inked box, columns x0 to x1 inclusive; its component. */
+typedef struct {
+    int y, x0, x1, parent;
+} Run;
+
+static int root_of(Run *runs, int i)
 {
-    Py_buffer lb, sb, ob;
-    int h, w, x0, y0, ih, iw;
-    if (!PyArg_ParseTuple(args, "y*y*w*iiiiii", &lb, &sb, &ob, &h, &w, &x0, &y0, &ih, &iw))
-        return NULL;
-    PyObject *result = NULL;
-    unsigned char *chosen = NULL;
-    int n = (int)(sb.len / (5 * sizeof(int)));
-    if (h <= 0 || w <= 0 || ih <= 0 || iw <= 0 || x0 < 0 || y0 < 0 || x0 + iw > w || y0 + ih > h
-        || lb.len != (Py_ssize_t)ih * iw * 2 || sb.len != (Py_ssize_t)(n * 5 * sizeof(int))
-        || n < 2 || ob.len != (Py_ssize_t)h * w) {
-        PyErr_SetString(PyExc_ValueError, "keep: labels, stats or out do not fit the cell");
-        goto done;
+    while (runs[i].parent != i) {
+        runs[i].parent = runs[runs[i].parent].parent;
+        i = runs[i].parent;
     }
-    const unsigned short *labels = lb.buf;
-    const int *st = sb.buf;
-    unsigned char *out = ob.buf;
-    memset(out, 0, (size_t)h * w);
-    /* The largest; of equals, the topmost, then leftmost (np.lexsort's order). */
-    int main = 1;
-    for (int i = 2; i < n; i++) {
-        const int *a = st + 5 * i, *b = st + 5 * main;
-        if (a[4] > b[4] || (a[4] == b[4] && (a[1] < b[1] || (a[1] == b[1] && a[0] < b[0]))))
-            main = i;
-    }
-    double least = 0.0005 * h * w;
-    if (st[5 * main + 4] < (least > 3 ? least : 3)) { result = Py_False; goto done; }
-    chosen = scratch_get((size_t)n * 3);
-    if (!chosen) { PyErr_NoMemory(); goto done; }
-    memset(chosen, 0, (size_t)n * 3);
-    if (n == 2) {
-        chosen[1] = 1;
-    } else {
-        unsigned char *eligible = chosen + n, *kept_piece = chosen + 2 * n;
-        int x = st[5 * main] + x0, y = st[5 * main + 1] + y0, bw = st[5 * main + 2];
-        int bh = st[5 * main + 3], biggest = st[5 * main + 4];
-        int mx = bw / 2 + 1 > bh / 4 ? bw / 2 + 1 : bh / 4, my = bh / 3 + 1;
-        if (mx < 2) mx = 2;
-        if (my < 2) my = 2;
-        double speck = 0.04 * biggest < 2 ? 2 : 0.04 * biggest;
-        for (int i = 1; i < n; i++) {
-            const int *c = st + 5 * i;
-            int cx = c[0] + x0, cy = c[1] + y0, area = c[4];
-            int at_edge = cx == 0 || cy == 0 || cx + c[2] == w || cy + c[3] == h;
-            eligible[i] = i == main || (area >= speck && !(at_edge && area < 0.25 * biggest));
-            kept_piece[i] = eligible[i] && (i == main || (cx < x + bw + mx && cx + c[2] > x - mx
-                                                         && cy < y + bh + my && cy + c[3] > y - my));
-        }
-        /* Pieces within `gap` of a kept piece's box are kept too, chain by chain. */
-        int side = h > w ? h : w, gap = (int)nearbyint(0.12 * side);
-        if (gap < 2) gap = 2;
-        for (int more = 1; more;) {
-            more = 0;
-            for (int i = 1; i < n; i++) {
-                if (!kept_piece[i]) continue;
-                const int *a = st + 5 * i;
-                for (int j = 1; j < n; j++) {
-                    if (!eligible[j] || kept_piece[j]) continue;
-                    const int *b = st + 5 * j;
-                    int gx = (a[0] > b[0] ? a[0] : b[0]) - (a[0] + a[2] < b[0] + b[2] ? a[0] + a[2] : b[0] + b[2]);
-                    int gy = (a[1] > b[1] ? a[1] : b[1]) - (a[1] + a[3] < b[1] + b[3] ? a[1] + a[3] : b[1] + b[3]);
-                    if (gx <= gap && gy <= gap) kept_piece[j] = more = 1;
-                }
-            }
-        }
-        for (int i = 1; i < n; i++) chosen[i] = kept_piece[i];
-    }
-    for (int r = 0; r < ih; r++) {
-        const unsigned short *l = labels + (size_t)r * iw;
-        unsigned char *o = out + (size_t)(y0 + r) * w + x0;
-        for (int c = 0; c < iw; c++) o[c] = l[c] < n ? chosen[l[c]] : 0;
-    }
-    result = Py_True;
-done:
-    PyBuffer_Release(&lb);
-    PyBuffer_Release(&sb);
-    PyBuffer_Release(&ob);
-    Py_XINCREF(result);
-    return result;
+    return i;
 }
 
-/* ticks(labels, stats, rules, height, width, x0, y0, ih, iw) -> int: imaging._comb_ticks,
-   on the components (labels: uint16, of the ih x iw inked box at x0, y0; stats: OpenCV's
-   int32 left,
-   top, width, height, area, n x 5) of a cell whose printed rules are `rules` (height x
-   width): a comb's ticks get area 0 in stats, as keep_digit gives them; returns how many. A
-   tick touches the rules widened by a 3 x 3 square: one of its pixels lies within one of a
-   rule's, looked for within its own box. */
-static PyObject *ticks(PyObject *self, PyObject *args)
+/* imaging._comb_ticks on the components' stats (st: left, top, width, height, area, n x 5,
+   row 0 the background's; comp: each run's component): ticks get area 0, as keep_digit
+   gives them. A stub touches the rules (h x w, the box at x0, y0) where a pixel of one of
+   its runs lies within one (3 x 3) of a rule's. idx, tick: scratch of n. */
+static void clear_ticks(int *st, int n, const Run *runs, const int *comp, int nruns,
+                        const unsigned char *rules, int h, int w, int x0, int y0, int *idx,
+                        unsigned char *tick)
 {
-    Py_buffer lb, sb, rb;
-    int h, w, x0, y0, ih, iw;
-    if (!PyArg_ParseTuple(args, "y*w*y*iiiiii", &lb, &sb, &rb, &h, &w, &x0, &y0, &ih, &iw))
-        return NULL;
-    PyObject *result = NULL;
-    int n = (int)(sb.len / (5 * sizeof(int)));
-    if (h <= 0 || w <= 0 || ih <= 0 || iw <= 0 || x0 < 0 || y0 < 0 || x0 + iw > w || y0 + ih > h
-        || n < 1 || sb.len != (Py_ssize_t)(n * 5 * sizeof(int))
-        || lb.len != (Py_ssize_t)ih * iw * 2 || rb.len != (Py_ssize_t)h * w) {
-        PyErr_SetString(PyExc_ValueError, "ticks: labels, stats or rules do not fit the cell");
-        goto done;
-    }
-    const unsigned short *labels = lb.buf;
-    const unsigned char *rules = rb.buf;
-    int *st = sb.buf, side = h > w ? h : w, found = 0;
-    int *idx = scratch_get((size_t)n * (sizeof(int) + 1));
-    if (!idx) { PyErr_NoMemory(); goto done; }
-    unsigned char *tick = (unsigned char *)(idx + n);
+    int side = h > w ? h : w, stubs = 0;
     /* Stubs: upright, thin, filled, under half the cell tall (numpy's float64 arithmetic). */
-    int stubs = 0;
+    memset(tick, 0, n);
     for (int i = 1; i < n; i++) {
         const int *c = st + 5 * i;
-        if (3 * c[2] <= c[3] && (double)c[4] >= 0.6 * c[2] * c[3] && c[3] <= side / 2)
-            idx[stubs++] = i;
+        if (3 * c[2] <= c[3] && (double)c[4] >= 0.6 * c[2] * c[3] && c[3] <= side / 2) {
+            tick[i] = 1;
+            stubs++;
+        }
     }
-    if (stubs < 2) goto counted;
+    if (stubs < 2) return;
     int touching = 0;
-    for (int s = 0; s < stubs; s++) {
-        const int *c = st + 5 * idx[s];
-        int hit = 0;
-        for (int r = c[1]; r < c[1] + c[3] && !hit; r++)
-            for (int q = c[0]; q < c[0] + c[2] && !hit; q++) {
-                if (labels[(size_t)r * iw + q] != idx[s]) continue;
-                int y = y0 + r, x = x0 + q;
-                for (int yy = y - 1; yy <= y + 1 && !hit; yy++)
-                    for (int xx = x - 1; xx <= x + 1; xx++)
-                        if (yy >= 0 && yy < h && xx >= 0 && xx < w && rules[(size_t)yy * w + xx]) {
-                            hit = 1;
-                            break;
-                        }
+    for (int r = 0; r < nruns; r++) {
+        int i = comp[r];
+        if (tick[i] != 1) continue; /* not a stub, or already found touching (2) */
+        int y = y0 + runs[r].y, xa = x0 + runs[r].x0 - 1, xb = x0 + runs[r].x1 + 1;
+        if (xa < 0) xa = 0;
+        if (xb > w - 1) xb = w - 1;
+        for (int yy = y - 1; yy <= y + 1 && tick[i] == 1; yy++)
+            if (yy >= 0 && yy < h && count_ink(rules + (size_t)yy * w + xa, xb - xa + 1)) {
+                tick[i] = 2;
+                idx[touching++] = i;
             }
-        if (hit) idx[touching++] = idx[s];
     }
-    if (touching < 2) goto counted;
+    if (touching < 2) return;
     /* Ticks: at least two of one length (each within its own tolerance of the other's:
        numpy's float32 arithmetic), the stub itself counted as one. */
     for (int s = 0; s < touching; s++) {
@@ -744,19 +652,195 @@ static PyObject *ticks(PyObject *self, PyObject *args)
         int alike = 0;
         for (int t = 0; t < touching; t++)
             alike += fabsf(length - (float)st[5 * idx[t] + 3]) <= tolerance;
-        tick[s] = alike >= 2;
+        tick[idx[s]] = alike >= 2 ? 3 : 2;
     }
     for (int s = 0; s < touching; s++)
-        if (tick[s]) {
-            st[5 * idx[s] + 4] = 0;
-            found++;
+        if (tick[idx[s]] == 3) st[5 * idx[s] + 4] = 0;
+}
+
+/* imaging._keep_numpy's choice on the components' stats (st as for clear_ticks; the box at
+   x0, y0 of an h x w cell): 1 in chosen[i] for each component kept; 0 where nothing is
+   left. eligible, kept_piece: scratch of n. */
+static int choose(const int *st, int n, int h, int w, int x0, int y0, unsigned char *chosen,
+                  unsigned char *eligible, unsigned char *kept_piece)
+{
+    memset(chosen, 0, n);
+    /* The largest; of equals, the topmost, then leftmost, then the first in raster order
+       (components are numbered so). */
+    int main = 1;
+    for (int i = 2; i < n; i++) {
+        const int *a = st + 5 * i, *b = st + 5 * main;
+        if (a[4] > b[4] || (a[4] == b[4] && (a[1] < b[1] || (a[1] == b[1] && a[0] < b[0]))))
+            main = i;
+    }
+    double least = 0.0005 * h * w;
+    if (st[5 * main + 4] < (least > 3 ? least : 3)) return 0;
+    if (n == 2) {
+        chosen[1] = 1;
+        return 1;
+    }
+    int x = st[5 * main] + x0, y = st[5 * main + 1] + y0, bw = st[5 * main + 2];
+    int bh = st[5 * main + 3], biggest = st[5 * main + 4];
+    int mx = bw / 2 + 1 > bh / 4 ? bw / 2 + 1 : bh / 4, my = bh / 3 + 1;
+    if (mx < 2) mx = 2;
+    if (my < 2) my = 2;
+    double speck = 0.04 * biggest < 2 ? 2 : 0.04 * biggest;
+    for (int i = 1; i < n; i++) {
+        const int *c = st + 5 * i;
+        int cx = c[0] + x0, cy = c[1] + y0, area = c[4];
+        int at_edge = cx == 0 || cy == 0 || cx + c[2] == w || cy + c[3] == h;
+        eligible[i] = i == main || (area >= speck && !(at_edge && area < 0.25 * biggest));
+        kept_piece[i] = eligible[i] && (i == main || (cx < x + bw + mx && cx + c[2] > x - mx
+                                                     && cy < y + bh + my && cy + c[3] > y - my));
+    }
+    /* Pieces within `gap` of a kept piece's box are kept too, chain by chain. */
+    int side = h > w ? h : w, gap = (int)nearbyint(0.12 * side);
+    if (gap < 2) gap = 2;
+    for (int more = 1; more;) {
+        more = 0;
+        for (int i = 1; i < n; i++) {
+            if (!kept_piece[i]) continue;
+            const int *a = st + 5 * i;
+            for (int j = 1; j < n; j++) {
+                if (!eligible[j] || kept_piece[j]) continue;
+                const int *b = st + 5 * j;
+                int gx = (a[0] > b[0] ? a[0] : b[0]) - (a[0] + a[2] < b[0] + b[2] ? a[0] + a[2] : b[0] + b[2]);
+                int gy = (a[1] > b[1] ? a[1] : b[1]) - (a[1] + a[3] < b[1] + b[3] ? a[1] + a[3] : b[1] + b[3]);
+                if (gx <= gap && gy <= gap) kept_piece[j] = more = 1;
+            }
         }
-counted:
-    result = PyLong_FromLong(found);
+    }
+    for (int i = 1; i < n; i++) chosen[i] = kept_piece[i];
+    return 1;
+}
+
+/* digit(mask, rules or None, out, height, width) -> bool: imaging.keep_digit, the
+   components that make up the digit as 1 in out (zeroed here); False: nothing is left.
+
+   The mask's 8-connected components by runs of ink (a cell's ink is a few hundred runs
+   where its box is thousands of pixels): each run joins those of the row above that
+   touch it, corners included, by union-find; a component's number is the order of its
+   first run (its top row, then leftmost), and its stats (OpenCV's left, top, width,
+   height, area) come from its runs. The same components and stats as OpenCV's labelling
+   of the inked box, which the reference uses; only the numbering differs, which the
+   choice does not depend on. */
+static PyObject *digit_pieces(PyObject *self, PyObject *args)
+{
+    Py_buffer mb, ob, rb = {0};
+    PyObject *rules_arg;
+    int h, w;
+    if (!PyArg_ParseTuple(args, "y*Ow*ii", &mb, &rules_arg, &ob, &h, &w)) return NULL;
+    PyObject *result = NULL;
+    int have_rules = rules_arg != Py_None;
+    if (have_rules && PyObject_GetBuffer(rules_arg, &rb, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&mb);
+        PyBuffer_Release(&ob);
+        return NULL;
+    }
+    size_t n = (size_t)h * w;
+    if (h <= 0 || w <= 0 || mb.len != (Py_ssize_t)n || ob.len != mb.len
+        || (have_rules && rb.len != mb.len)) {
+        PyErr_SetString(PyExc_ValueError, "digit: mask, rules and out must be height x width bytes");
+        goto done;
+    }
+    const unsigned char *mask = mb.buf;
+    unsigned char *out = ob.buf;
+    memset(out, 0, n);
+    /* The inked box (cv2.boundingRect). */
+    int bx0 = w, by0 = -1, bx1 = -1, by1 = -1;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *row = mask + (size_t)y * w;
+        if (!count_ink(row, w)) continue;
+        int first = 0, last = w - 1;
+        while (!row[first]) first++;
+        while (!row[last]) last--;
+        if (by0 < 0) by0 = y;
+        by1 = y;
+        if (first < bx0) bx0 = first;
+        if (last > bx1) bx1 = last;
+    }
+    if (by0 < 0) { result = Py_False; Py_INCREF(result); goto done; }
+    int iw = bx1 - bx0 + 1, ih = by1 - by0 + 1;
+    /* At most one run in two pixels of a row, and a row's worth more. */
+    size_t most = (size_t)ih * (iw / 2 + 1);
+    Run *runs = scratch_get(most * sizeof(Run) + most * sizeof(int) + (most + 1) * 5 * sizeof(int)
+                            + (most + 1) * (sizeof(int) + 3));
+    if (!runs) { PyErr_NoMemory(); goto done; }
+    int *comp = (int *)(runs + most), *st = comp + most, *idx = st + 5 * (most + 1);
+    unsigned char *chosen = (unsigned char *)(idx + most + 1), *eligible = chosen + most + 1;
+    unsigned char *kept_piece = eligible + most + 1;
+    int nruns = 0, above = 0, above_end = 0; /* the row above's runs: [above, above_end) */
+    for (int y = 0; y < ih; y++) {
+        const unsigned char *row = mask + (size_t)(by0 + y) * w + bx0;
+        int start = nruns, a = above;
+        for (int x = 0; x < iw;) {
+            if (!row[x]) { x++; continue; }
+            int x0 = x;
+            while (x < iw && row[x]) x++;
+            Run *r = runs + nruns;
+            r->y = y;
+            r->x0 = x0;
+            r->x1 = x - 1;
+            r->parent = nruns;
+            /* Runs above that touch this one, corners included: x0 - 1 <= their x1 and
+               their x0 <= x1 + 1. Those ending left of it are passed for the next run too. */
+            while (a < above_end && runs[a].x1 < x0 - 1) a++;
+            for (int b = a; b < above_end && runs[b].x0 <= r->x1 + 1; b++) {
+                int ra = root_of(runs, b), rb_ = root_of(runs, nruns);
+                if (ra < rb_) runs[rb_].parent = ra;
+                else if (rb_ < ra) runs[ra].parent = rb_;
+            }
+            nruns++;
+        }
+        above = start;
+        above_end = nruns;
+    }
+    /* Components numbered in order of their first run (a root is its component's first
+       run: unions keep the lower index), from 1; row 0 of st is the background's. */
+    int ncomp = 1;
+    for (int r = 0; r < nruns; r++) {
+        int root = root_of(runs, r);
+        if (root == r) {
+            comp[r] = ncomp;
+            int *c = st + 5 * ncomp;
+            c[0] = runs[r].x0;  /* left and right for now */
+            c[1] = runs[r].y;
+            c[2] = runs[r].x1;
+            c[3] = runs[r].y;   /* bottom for now */
+            c[4] = 0;
+            ncomp++;
+        } else {
+            comp[r] = comp[root];
+        }
+        int *c = st + 5 * comp[r];
+        if (runs[r].x0 < c[0]) c[0] = runs[r].x0;
+        if (runs[r].x1 > c[2]) c[2] = runs[r].x1;
+        if (runs[r].y > c[3]) c[3] = runs[r].y;
+        c[4] += runs[r].x1 - runs[r].x0 + 1;
+    }
+    for (int i = 1; i < ncomp; i++) {
+        int *c = st + 5 * i;
+        c[2] = c[2] - c[0] + 1;
+        c[3] = c[3] - c[1] + 1;
+    }
+    /* A comb's ticks are printed, not written: never the digit, nor a part of it. */
+    if (ncomp > 3 && have_rules && count_ink(rb.buf, (int)n))
+        clear_ticks(st, ncomp, runs, comp, nruns, rb.buf, h, w, bx0, by0, idx, chosen);
+    if (!choose(st, ncomp, h, w, bx0, by0, chosen, eligible, kept_piece)) {
+        result = Py_False;
+        Py_INCREF(result);
+        goto done;
+    }
+    for (int r = 0; r < nruns; r++)
+        if (chosen[comp[r]])
+            memset(out + (size_t)(by0 + runs[r].y) * w + bx0 + runs[r].x0, 1,
+                   runs[r].x1 - runs[r].x0 + 1);
+    result = Py_True;
+    Py_INCREF(result);
 done:
-    PyBuffer_Release(&lb);
-    PyBuffer_Release(&sb);
-    PyBuffer_Release(&rb);
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&ob);
+    if (have_rules) PyBuffer_Release(&rb);
     return result;
 }
 
@@ -1109,12 +1193,8 @@ static PyMethodDef methods[] = {
      "ink_mask(a, mask, rules, height, width): imaging.ink_mask, into mask and rules."},
     {"unrule", unrule, METH_VARARGS,
      "unrule(mask, rules, out, height, width): imaging.remove_rules_numpy, into out."},
-    {"keep", keep, METH_VARARGS,
-     "keep(labels, stats, out, height, width, x0, y0, ih, iw) -> bool: imaging._keep_numpy, "
-     "into out."},
-    {"ticks", ticks, METH_VARARGS,
-     "ticks(labels, stats, rules, height, width, x0, y0, ih, iw) -> int: imaging._comb_ticks, "
-     "clearing the ticks' areas in stats."},
+    {"digit", digit_pieces, METH_VARARGS,
+     "digit(mask, rules or None, out, height, width) -> bool: imaging.keep_digit, into out."},
     {"level", level, METH_VARARGS,
      "level(a, rules, height, width) -> int: imaging._level_numpy."},
     {"stretch", stretch, METH_VARARGS,

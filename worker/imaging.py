@@ -650,7 +650,16 @@ def keep_digit(mask: np.ndarray, rules: np.ndarray | None = None) -> np.ndarray 
     specks (a 5's detached bar, a broken stroke), and those that continue a chain of such
     pieces (a stroke broken into dots or dashes). Stray marks away from the digit, specks,
     bits of the neighbours' walls at the cut and, given the ``rules`` removed from ``mask``,
-    a comb's ticks standing on them are dropped. None if nothing is left."""
+    a comb's ticks standing on them are dropped. None if nothing is left.
+
+    Labelled and chosen in one call where the compiled steps were built (the same pixels:
+    tests/test_imaging.py); below, the reference."""
+    if _compiled is not None:
+        kept = np.empty_like(mask)
+        found = _compiled.digit(np.ascontiguousarray(mask),
+                                None if rules is None else np.ascontiguousarray(rules), kept,
+                                *mask.shape)
+        return kept if found else None
     h, w = mask.shape
     # Components of the inked part only, with 16-bit labels (a 128 px cell has at most
     # 64 x 64 components), by Grana's algorithm: the same components and statistics as
@@ -664,17 +673,11 @@ def keep_digit(mask: np.ndarray, rules: np.ndarray | None = None) -> np.ndarray 
     # 1, boxed 99.21 -> 99.24 %, printed 99.28 -> 99.30, digits sent to a person 1.69 ->
     # 1.64 %; then once on the published sets, boxed 99.11 -> 99.12, printed 99.07 -> 99.12).
     if n > 3 and rules is not None and cv2.countNonZero(rules):
-        if _compiled is None:
-            by_rules = cv2.dilate(rules, _SQUARE3)[y0 : y0 + ih, x0 : x0 + iw]
-            ticks = _comb_ticks(labels, stats, by_rules, max(h, w))
-            if ticks.any():  # never the digit, nor a part of it
-                stats[ticks, cv2.CC_STAT_AREA] = 0
-        else:  # the same ticks, their areas cleared in place (tests/test_imaging.py)
-            _compiled.ticks(labels, stats, np.ascontiguousarray(rules), h, w, x0, y0, ih, iw)
-    if _compiled is None:
-        return _keep_numpy(labels, stats, h, w, x0, y0)
-    kept = np.empty_like(mask)  # the same choice in one call (tests/test_imaging.py)
-    return kept if _compiled.keep(labels, stats, kept, h, w, x0, y0, ih, iw) else None
+        by_rules = cv2.dilate(rules, _SQUARE3)[y0 : y0 + ih, x0 : x0 + iw]
+        ticks = _comb_ticks(labels, stats, by_rules, max(h, w))
+        if ticks.any():  # never the digit, nor a part of it
+            stats[ticks, cv2.CC_STAT_AREA] = 0
+    return _keep_numpy(labels, stats, h, w, x0, y0)
 
 
 def _keep_numpy(labels: np.ndarray, stats: np.ndarray, h: int, w: int, x0: int,
@@ -684,9 +687,17 @@ def _keep_numpy(labels: np.ndarray, stats: np.ndarray, h: int, w: int, x0: int,
     held to, and what runs where it was not built."""
     n, (ih, iw) = len(stats), labels.shape
     areas = stats[1:, cv2.CC_STAT_AREA]
-    # The largest; of equals, the topmost, then leftmost (not whichever the labelling met
-    # first, which depends on where the crop starts).
-    main = 1 if n == 2 else int(np.lexsort((stats[1:, 0], stats[1:, 1], -areas))[0]) + 1
+    # The largest; of equals, the topmost, then leftmost, then the first in raster order
+    # (not whichever the labelling numbered first: that depends on the algorithm, and on
+    # where the crop starts).
+    main = 1
+    if n > 2:
+        order = np.lexsort((stats[1:, 0], stats[1:, 1], -areas))
+        a, b = order[:2] + 1
+        if (stats[a, [0, 1, 4]] == stats[b, [0, 1, 4]]).all():
+            first = np.unique(labels, return_index=True)[1][1:]
+            order = np.lexsort((first, stats[1:, 0], stats[1:, 1], -areas))
+        main = int(order[0]) + 1
     if areas[main - 1] < max(3, 0.0005 * h * w):
         return None
     kept = np.zeros((h, w), np.uint8)
