@@ -627,7 +627,7 @@ def _comb_ticks(labels: np.ndarray, stats: np.ndarray, by_rules: np.ndarray, sid
     removed rule (or hanging from one), thin, straight, under half the cell tall, and at
     least two of one length, as a comb prints them between its boxes. A digit's stroke that
     stands on the rule is a stub of a length of its own, and stays. (The reference for
-    worker/_cleanup.c's ticks, and what runs where it was not built.)"""
+    worker/_cleanup.c's clear_ticks, within keep_digit's one call there.)"""
     ticks = np.zeros(len(stats), bool)
     w, h, area = stats[:, 2], stats[:, 3], stats[:, 4]
     stub = (3 * w <= h) & (area >= 0.6 * w * h) & (h <= side // 2)
