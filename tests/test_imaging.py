@@ -930,6 +930,29 @@ def test_the_compiled_corner_count_is_the_references(mnist):
     assert answers.count(True) > 100 and answers.count(False) > 50, answers.count(True)
 
 
+def test_a_tie_for_the_largest_piece_goes_to_the_first_in_raster_order(monkeypatch):
+    """Two pieces of one size with the same top-left corner (a two-pixel column, and a hook
+    around it) and a speck 20 px right of the hook: within the main piece's margin if that
+    is the hook, beyond the chain's reach of either. The column holds the first pixel in
+    raster order, so it is the main piece and the speck goes; OpenCV's labelling and the
+    compiled one by runs number the pieces each their own way, the same answer. With the
+    hook one pixel larger it is the main piece and the speck stays: the tie decides."""
+    from digitscan.worker import imaging
+
+    mask = np.zeros((100, 100), np.uint8)
+    mask[10:61, 10:12] = 255  # the column: 102 px, holding (10, 10)
+    mask[10, 13:60] = mask[11:63, 13] = mask[62, 10:13] = 255  # the hook: 102 px
+    mask[12:15, 79:82] = 255  # the speck
+    larger = mask.copy()
+    larger[11, 15] = 255
+    got = [imaging.keep_digit(m) for m in (mask, larger)]
+    monkeypatch.setattr(imaging, "_compiled", None)
+    ref = [imaging.keep_digit(m) for m in (mask, larger)]
+    assert all(np.array_equal(g, r) for g, r in zip(got, ref))
+    assert got[0][30, 10] and got[0][10, 30] and not got[0][13, 80]
+    assert got[1][13, 80]
+
+
 def _against_the_reference(monkeypatch, step, inputs: list, watched: str):
     """(``step`` on each input compiled, the same by the references, what the references'
     ``watched`` function answered meanwhile)."""
