@@ -192,6 +192,32 @@ static int count_ink(const unsigned char *s, int n)
     return c;
 }
 
+/* cv2.boundingRect of the h x w image's nonzero pixels: 1 and the box's first and last
+   column and row (inclusive) in *x0, *x1, *y0, *y1; 0 where there are none (then 0, -1, 0,
+   -1: OpenCV's (0, 0, 0, 0)). */
+static int bounding_box(const unsigned char *img, int h, int w, int *x0, int *x1, int *y0,
+                        int *y1)
+{
+    *x0 = *y0 = 0;
+    *x1 = *y1 = -1;
+    for (int y = 0; y < h; y++) {
+        const unsigned char *row = img + (size_t)y * w;
+        if (!count_ink(row, w)) continue;
+        int first = 0, last = w - 1;
+        while (!row[first]) first++;
+        while (!row[last]) last--;
+        if (*y1 < 0) {
+            *y0 = y;
+            *x0 = first;
+            *x1 = last;
+        }
+        *y1 = y;
+        if (first < *x0) *x0 = first;
+        if (last > *x1) *x1 = last;
+    }
+    return *y1 >= 0;
+}
+
 static void or_into(unsigned char *restrict d, const unsigned char *restrict s, int n)
 {
     for (int x = 0; x < n; x++) d[x] |= s[x];
@@ -746,20 +772,12 @@ static PyObject *digit_pieces(PyObject *self, PyObject *args)
     const unsigned char *mask = mb.buf;
     unsigned char *out = ob.buf;
     memset(out, 0, n);
-    /* The inked box (cv2.boundingRect). */
-    int bx0 = w, by0 = -1, bx1 = -1, by1 = -1;
-    for (int y = 0; y < h; y++) {
-        const unsigned char *row = mask + (size_t)y * w;
-        if (!count_ink(row, w)) continue;
-        int first = 0, last = w - 1;
-        while (!row[first]) first++;
-        while (!row[last]) last--;
-        if (by0 < 0) by0 = y;
-        by1 = y;
-        if (first < bx0) bx0 = first;
-        if (last > bx1) bx1 = last;
+    int bx0, bx1, by0, by1; /* the inked box */
+    if (!bounding_box(mask, h, w, &bx0, &bx1, &by0, &by1)) {
+        result = Py_False;
+        Py_INCREF(result);
+        goto done;
     }
-    if (by0 < 0) { result = Py_False; Py_INCREF(result); goto done; }
     int iw = bx1 - bx0 + 1, ih = by1 - by0 + 1;
     /* At most one run in two pixels of a row, and a row's worth more. */
     size_t most = (size_t)ih * (iw / 2 + 1);
@@ -951,22 +969,8 @@ static int encloses(const unsigned char *mask, const unsigned char *box, int h, 
         boxed += box[i] != 0;
     }
     if ((double)total <= 0.1 * boxed) return 1; /* nothing, or the box's own corner pixels */
-    int x0 = 0, y0 = 0, x1 = -1, y1 = -1; /* cv2.boundingRect: (0, 0, 0, 0) when empty */
-    for (int y = 0; y < h; y++) {
-        const unsigned char *row = box + (size_t)y * w;
-        if (!count_ink(row, w)) continue;
-        int first = 0, last = w - 1;
-        while (!row[first]) first++;
-        while (!row[last]) last--;
-        if (y1 < 0) {
-            y0 = y;
-            x0 = first;
-            x1 = last;
-        }
-        y1 = y;
-        if (first < x0) x0 = first;
-        if (last > x1) x1 = last;
-    }
+    int x0, x1, y0, y1;
+    bounding_box(box, h, w, &x0, &x1, &y0, &y1); /* (0, 0, 0, 0) when empty, as OpenCV's */
     int bw = x1 - x0 + 1, bh = y1 - y0 + 1;
     int m = (int)(0.15 * (bh - 1 < bw - 1 ? bh - 1 : bw - 1));
     if (m < 2) m = 2;
@@ -1091,19 +1095,8 @@ static PyObject *crop(PyObject *self, PyObject *args)
         goto done;
     }
     const unsigned char *a = ab.buf, *kept = kb.buf;
-    int x0 = w, y0 = h, x1 = -1, y1 = -1;
-    for (int y = 0; y < h; y++) {
-        const unsigned char *row = kept + (size_t)y * w;
-        if (!count_ink(row, w)) continue;
-        int first = 0, last = w - 1;
-        while (!row[first]) first++;
-        while (!row[last]) last--;
-        if (y < y0) y0 = y;
-        y1 = y;
-        if (first < x0) x0 = first;
-        if (last > x1) x1 = last;
-    }
-    if (y1 < 0) {  /* nothing kept: an empty crop, as cv2.boundingRect's (0, 0, 0, 0) */
+    int x0, x1, y0, y1;
+    if (!bounding_box(kept, h, w, &x0, &x1, &y0, &y1)) {  /* nothing kept: an empty crop, as cv2.boundingRect's (0, 0, 0, 0) */
         result = Py_BuildValue("(Nii)", PyByteArray_FromStringAndSize(NULL, 0), 0, 0);
         goto done;
     }
