@@ -88,6 +88,7 @@ bench: venv fonts bytecode
 	$(BIN)/python -m bench.stage_bench --data $(DATA)
 	$(BIN)/python -m bench.ratio_bench --data $(DATA)
 	$(BIN)/python -m bench.jobs_bench --data $(DATA)
+	$(BIN)/python -m bench.gpu_sweep here --data $(DATA)
 
 clean:
 	rm -rf $(DEMO) runs build *.egg-info .pytest_cache .ruff_cache

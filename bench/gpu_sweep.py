@@ -5,6 +5,9 @@ Here (the fonts, MNIST): the sets, packed for a host that has neither, one archi
     python -m bench.gpu_sweep pack --data data --out .gpu --cells 3000
 There (after `source .gpu/assemble.sh` and `source bench/gpu_env.sh`):
     python -m bench.gpu_sweep run .gpu/mnist.tar.gz .gpu/cells.tar.gz
+On a GPU host that has both (`make bench`'s last step; one line and nothing else where
+onnxruntime offers no CUDA provider):
+    python -m bench.gpu_sweep here --data data
 Each point is one whole `scan` command (start-up included, as `bench.ratio_bench` times it):
 60,000 MNIST training images as PNG files and form cells (plain, boxed, printed; the ratio
 bench's sets), the CPU provider (scan's default model there) and the CUDA provider (fp32).
@@ -62,7 +65,10 @@ def _command(folder: Path, provider: str, workers: int, out: str, variant: str =
 
 
 def _lines(path: str) -> int:
-    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
 
 
 def scan(folder: Path, provider: str, workers: int, variant: str = "") -> dict:
@@ -71,11 +77,13 @@ def scan(folder: Path, provider: str, workers: int, variant: str = "") -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         command = _command(folder, provider, workers, f"{tmp}/r.jsonl", variant)
-        seconds, cpu, code = run_with_roles(command,
-                                            stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/err", "w"))
+        with open(f"{tmp}/err", "w+") as err:
+            seconds, cpu, code = run_with_roles(command, stdout=subprocess.DEVNULL, stderr=err)
+            err.seek(0)
+            said = err.read().strip()
         lines = _lines(f"{tmp}/r.jsonl")
         if code:  # one point failed: the sweep goes on
-            print(f"  scan failed ({code}): {open(f'{tmp}/err').read().strip()[-400:]}", flush=True)
+            print(f"  scan failed ({code}): {said[-400:]}", flush=True)
             lines = 0
     return {"provider": provider, "workers": workers, "variant": variant, "images": lines,
             "seconds": seconds, "images_per_s": lines / seconds if lines else 0.0,
@@ -122,6 +130,32 @@ def run(archives: list[str], out: str | None, splits: tuple[int, ...] = (),
         with tarfile.open(archive) as tar:
             tar.extractall(work, filter="data")
             names += sorted({m.name.split("/")[0] for m in tar.getmembers()})
+    sweep_sets(work, names, out, splits, sweep, repeat, variants)
+
+
+def here(data: str, out: str | None, sweep: dict, mnist_images: int | None = None,
+         cells: int = 10_000) -> None:
+    """The sweep on sets written here from this host's MNIST and fonts (the ratio bench's),
+    where onnxruntime offers every provider ``sweep`` asks for; else one line saying so."""
+    import onnxruntime as ort
+
+    from bench.ratio_bench import write_cells, write_mnist
+    from digitscan.trainer.data import load_mnist
+
+    if "cuda" in sweep and "CUDAExecutionProvider" not in ort.get_available_providers():
+        print("worker-count sweep: not run, onnxruntime offers no CUDA provider here (install "
+              "onnxruntime-gpu on a GPU host; a lent host with no network: bench/gpu_scale.sh)")
+        return
+    mnist = load_mnist(data, fetch=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mnist(mnist, Path(tmp) / "mnist", mnist_images)
+        write_cells(mnist, Path(tmp) / "cells", cells)
+        sweep_sets(Path(tmp), ["mnist", "cells"], out, sweep=sweep)
+
+
+def sweep_sets(work: Path, names: list[str], out: str | None, splits: tuple[int, ...] = (),
+               sweep: dict = SWEEP, repeat: int = 1, variants: tuple[str, ...] = ("",)) -> None:
+    """Each set (a folder of ``work``) scanned with each provider's worker counts."""
     for name in names:  # --repeat: every file k more times, as hard links of other names
         files = sorted((work / name).iterdir())
         for k in range(1, repeat):
@@ -163,12 +197,28 @@ if __name__ == "__main__":
     r.add_argument("--split", default="", help="e.g. 2,4: also K scans at once (see above)")
     r.add_argument("--cpu", default=None, help="worker counts for the CPU provider, e.g. 2,16")
     r.add_argument("--cuda", default=None, help="worker counts for CUDA (0: none)")
+    h = sub.add_parser("here")
+    h.add_argument("--data", default="data")
+    h.add_argument("--out", default=None, help="also write the rows here as JSON")
+    h.add_argument("--mnist", type=int, default=None, help="MNIST PNGs (default: all 60,000)")
+    h.add_argument("--cells", type=int, default=10_000)
+    h.add_argument("--cpu", default=None, help="worker counts for the CPU provider, e.g. 2,16 "
+                   "(default: those of 2, 4, 8, 16 up to this host's cores)")
+    h.add_argument("--cuda", default=None, help="worker counts for CUDA (0: none)")
     args = parser.parse_args()
     if args.cmd == "pack":
         pack(args.data, args.out, args.cells)
     else:
-        counts = {p: tuple(int(n) for n in (given or ",".join(map(str, SWEEP[p]))).split(",")
+        cores = os.cpu_count() or 1
+        default = dict(SWEEP)
+        if args.cmd == "here":  # this host's cores, not a lent 16-core one's
+            default["cpu"] = tuple(n for n in SWEEP["cpu"] if n <= cores) or (cores,)
+        counts = {p: tuple(int(n) for n in (given or ",".join(map(str, default[p]))).split(",")
                            if int(n) > 0)
                   for p, given in (("cpu", args.cpu), ("cuda", args.cuda))}
-        run(args.archives, args.out, tuple(int(k) for k in args.split.split(",") if k),
-            {p: c for p, c in counts.items() if c}, args.repeat, tuple(args.variants))
+        sweep = {p: c for p, c in counts.items() if c}
+        if args.cmd == "here":
+            here(args.data, args.out, sweep, args.mnist, args.cells)
+        else:
+            run(args.archives, args.out, tuple(int(k) for k in args.split.split(",") if k),
+                sweep, args.repeat, tuple(args.variants))

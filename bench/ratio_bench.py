@@ -82,7 +82,8 @@ def timed_scan(folder: str, *options: str) -> tuple[int, float]:
                         "--out", f"{tmp}/r.jsonl"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - t0
-        return sum(1 for _ in open(f"{tmp}/r.jsonl")), seconds
+        with open(f"{tmp}/r.jsonl") as lines:
+            return sum(1 for _ in lines), seconds
 
 
 def scan_rate(folder: str, model: str | None) -> float:
@@ -90,9 +91,9 @@ def scan_rate(folder: str, model: str | None) -> float:
     return lines / seconds
 
 
-def write_mnist(mnist: Mnist, out: Path) -> None:
+def write_mnist(mnist: Mnist, out: Path, n: int | None = None) -> None:
     out.mkdir()
-    for i, image in enumerate(mnist.train_images):
+    for i, image in enumerate(mnist.train_images[:n]):
         Image.fromarray(255 - image).save(out / f"{i:05d}.png")
 
 
