@@ -5,6 +5,12 @@
 # parts). SETS_DIR holds mnist.tar.gz and cells.tar.gz (`python -m bench.gpu_sweep pack`) and
 # mnist-raw.tar.gz (data/MNIST/raw, for validate). Each step writes its figures to OUTDIR as
 # it ends, so a run cut short still says what it measured:
+#   (always) bytecode for the carried packages and the checkout, as pip writes it at install:
+#            ../shared/gpu/assemble.sh installs with --no-compile, and where the host sets
+#            PYTHONDONTWRITEBYTECODE every process would compile Celery, kombu, redis-py and
+#            digitscan from source again (on a 2-core machine +0.32 s of CPU for the imports of
+#            scan's client and its Celery parent each, 0.22 -> 0.54 s; the H100 hosts' probe
+#            had `import digitscan.worker.client` at 0.87 s of CPU where it takes ~0.2 here)
 #   build    the cleanup's C part (worker/_cleanup.c) for the host's Python, where it has a C
 #            compiler and Python's headers (gpu_env.sh installs nothing; without it the
 #            numpy/OpenCV versions run, and the figures say so)
@@ -33,6 +39,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$py" -c 'import cv2, numpy, PIL, psutil, onnxruntime as o; print("cv2", cv2.__version__, "numpy",
   numpy.__version__, "onnxruntime", o.__version__, o.get_available_providers())'
 sweep() { "$py" -m bench.gpu_sweep run "$@"; }
+# compileall writes bytecode whatever PYTHONDONTWRITEBYTECODE says (-q: errors only). The
+# package's top-level files are imported through gpu_env.sh's links in $work/pkg/digitscan,
+# whose own __pycache__ Python reads; its linked folders are these checkout folders.
+"$py" -m compileall -q -j 0 $( [[ -d /tmp/site ]] && echo /tmp/site ) "$work/pkg/digitscan" \
+  worker trainer export bench || echo "compileall: some files did not compile (above)"
 if [[ $steps == *" build "* ]]; then
   include=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
