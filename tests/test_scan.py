@@ -80,8 +80,9 @@ def test_csv_output_and_labelled_accuracy(tmp_path, mnist, shipped_model):
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, request, signame):
     """Ctrl-C, and what `timeout`, CI, systemd, docker (SIGTERM) and a closed terminal
-    (SIGHUP) send, clean up alike; after a SIGKILL, which cannot be handled, the private
-    Redis and the workers still exit: they watch their parent."""
+    (SIGHUP) send, clean up alike, the scan's temporary folder too; after a SIGKILL, which
+    cannot be handled, the private Redis and the workers still exit: they watch their
+    parent (its temporary folder stays, here in the test's own)."""
     import signal
     import time
 
@@ -95,9 +96,12 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
     write_test_pngs(mnist, tmp_path / "png")
     # A shell that runs us in the background may have set SIGINT to "ignore", which the
     # child would inherit; a person at a terminal has the default, so give it that.
+    scratch = tmp_path / "tmp"  # the scan's TMPDIR: what it leaves is seen, and not in /tmp
+    scratch.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "digitscan.cli", "scan", *[str(tmp_path / "png")] * 4,
                              "--out", str(tmp_path / "r.jsonl"), "--chunk-size", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(scratch)},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     request.addfinalizer(lambda: (proc.kill(), proc.communicate()))
     known: set[int] = set()
@@ -165,6 +169,34 @@ def test_a_signal_stops_everything_it_started(tmp_path, mnist, shipped_model, re
         assert time.monotonic() < deadline, f"left running: {started()}"
         time.sleep(0.2)
     assert not (tmp_path / "r.jsonl").exists()  # no half-written results file
+    left = left_in(scratch)
+    if signum == signal.SIGKILL:
+        assert len(left) == 1 and left[0].startswith("digitscan-scan-"), left
+    else:
+        assert not left, left
+
+
+def left_in(tmpdir: Path) -> list[str]:
+    """What processes left in their TMPDIR, but for onnxruntime's own session file (`.ses`:
+    one per TMPDIR, written at import and used again by every process after)."""
+    return sorted(p.name for p in tmpdir.iterdir() if p.name != ".ses")
+
+
+def test_a_finished_scan_leaves_nothing_in_the_temporary_folder(tmp_path, mnist, shipped_model):
+    """Its Redis, its workers' logs and what its workers' Celery parent makes there (billiard's
+    pymp-* folder, which only that process's exit handlers would remove) all go with the
+    scan's own temporary folder."""
+    folder, scratch = tmp_path / "png", tmp_path / "tmp"
+    folder.mkdir()
+    scratch.mkdir()
+    for i, image in enumerate(mnist.test_images[:20]):
+        Image.fromarray(255 - image).save(folder / f"{i}.png")
+    result = subprocess.run([sys.executable, "-m", "digitscan.cli", "-q", "scan", str(folder),
+                             "--out", str(tmp_path / "r.jsonl"), "--model", str(shipped_model)],
+                            capture_output=True, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 20
+    assert not left_in(scratch), left_in(scratch)
 
 
 def test_scan_reads_boxed_and_printed_cells_and_names_what_is_not_a_digit(tmp_path, mnist,

@@ -351,6 +351,7 @@ def _run_forked(app_module: str, args: list[str], env: dict[str, str], log_fd: i
         sys.unraisablehook = sys.__unraisablehook__
         os.environ.clear()
         os.environ.update(env)
+        tempfile.tempdir = None  # read from TMPDIR again, as a new interpreter would
         # The argv `python -m celery` gives, which Celery's SIGHUP restart runs again (and
         # which fails there as it does for a worker started so: celery/__main__.py run as a
         # script cannot make its relative import; checked both ways, 2026-11-28).

@@ -182,8 +182,13 @@ def scan(inputs: list[str], out: str, settings: Settings, workers: int | None = 
         # (which the workers then share, but start later). Not once this process holds
         # connections (a shared broker's, above): a child would inherit Celery's and
         # redis-py's pools with their open sockets.
-        pool = stack.enter_context(WorkerGroup(settings.to_env(), workers, tmp, POOL_PER_NODE,
-                                               fork=not shared))
+        # TMPDIR: what the workers put in a temporary folder goes in this scan's, removed with
+        # it. Their Celery parent's pool makes one (billiard's pymp-*, for its shared memory)
+        # that only its exit handlers would remove, and scan's workers end without them (their
+        # parent leaves by os._exit, or is killed at the end): one empty folder a scan in
+        # /tmp, for ever.
+        pool = stack.enter_context(WorkerGroup({**settings.to_env(), "TMPDIR": str(tmp)}, workers,
+                                               tmp, POOL_PER_NODE, fork=not shared))
         if server is not None:
             server.wait_ready()  # a few ms, while the workers boot
         from digitscan.worker.client import Drain, Submission, connect, wait
